@@ -1,0 +1,23 @@
+"""tablewatch: a monitoring store for machine-learning systems, stored the way
+Bigtable and HBase want time series."""
+
+from tablewatch.errors import (
+    StoreError,
+    StoreUnavailable,
+    TablewatchError,
+    ValidationError,
+)
+from tablewatch.store import Series, Store, TaskRun, open_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Series",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "TablewatchError",
+    "TaskRun",
+    "ValidationError",
+    "open_store",
+]

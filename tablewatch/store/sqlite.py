@@ -1,0 +1,484 @@
+"""The embedded backend: every table in one SQLite file.
+
+``sqlite:///abs/path.db``, ``sqlite://relative/path.db`` or a bare path.
+
+The file is in WAL mode, so readers are never blocked by a writer, and several
+processes (training jobs, the dashboard, the alert runner) can use it at once:
+a writer takes the write lock with ``BEGIN IMMEDIATE`` and waits for another
+writer (up to ``busy_timeout_s``) instead of failing. ``synchronous=NORMAL`` in
+WAL mode makes every committed batch survive the writer being killed (only a
+power cut can lose the last transactions; ``?synchronous=full`` closes that too).
+
+Each table is one SQL table of cells keyed by (row, family, qualifier, -ts): the
+primary key order is the Table API's order, newest version first.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from tablewatch.errors import (
+    StoreError,
+    StoreUnavailable,
+    StoreURLError,
+    TableExists,
+    TableNotFound,
+    ValidationError,
+)
+from tablewatch.store.table import (
+    Cell,
+    Column,
+    DeleteCells,
+    DeleteRow,
+    GCPolicy,
+    Row,
+    RowMutation,
+    SetCell,
+    TableInfo,
+    check_row_key,
+    normalize_columns,
+    prefix_end,
+)
+
+TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+FAMILY_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+SYNCHRONOUS_MODES = ("off", "normal", "full")
+SCAN_PAGE_CELLS = 4096
+PAGE_SIZE = 65536
+MMAP_SIZE = 256 * 1024 * 1024
+_IN_CHUNK = 500  # keys per "row IN (...)" query, under SQLite's variable limit
+
+
+def parse_sqlite_url(url: str) -> tuple[Path, dict[str, str]]:
+    """``sqlite:///abs.db`` -> /abs.db, ``sqlite://rel.db`` -> rel.db, a bare path as is."""
+    if "://" not in url:
+        return Path(url), {}
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise StoreURLError(f"store URL {url!r}: scheme must be 'sqlite'")
+    path = parts.netloc + parts.path
+    if not path:
+        raise StoreURLError(f"store URL {url!r}: no file path (e.g. sqlite:///var/tablewatch.db)")
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(options) - {"synchronous", "busy_timeout_s"}
+    if unknown:
+        raise StoreURLError(f"store URL {url!r}: unknown option(s) {sorted(unknown)}; known: busy_timeout_s, synchronous")
+    if options.get("synchronous", "normal").lower() not in SYNCHRONOUS_MODES:
+        raise StoreURLError(f"store URL {url!r}: synchronous must be one of {SYNCHRONOUS_MODES}")
+    return Path(path), options
+
+
+class SQLiteBackend:
+    """All tables in one SQLite file. Thread-safe: one connection per thread."""
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 60.0, synchronous: str = "normal") -> None:
+        self.path, options = parse_sqlite_url(url)
+        self.url = url if "://" in url else f"sqlite:///{self.path.resolve()}"
+        self.busy_timeout_s = float(options.get("busy_timeout_s", busy_timeout_s))
+        self.synchronous = options.get("synchronous", synchronous).lower()
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._infos: dict[str, TableInfo] = {}
+        self._closed = False
+        with self._errors("open"):
+            connection = self._connection()
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS tablewatch_tables (name TEXT PRIMARY KEY, families TEXT NOT NULL)"
+            )
+
+    # -- connections -------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
+        if self._closed:
+            raise StoreError(f"store {self.url!r} is closed")
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(
+            self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+        # Points are stored as packed chunks of tens of kilobytes: large pages
+        # and memory-mapped reads make reading them several times faster.
+        # (page_size only takes effect when the file is created.)
+        connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        connection.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StoreUnavailable(self.url, f"cannot switch to WAL mode (got {mode!r})")
+        connection.execute(f"PRAGMA synchronous = {self.synchronous}")
+        self._local.connection = connection
+        with self._lock:
+            self._connections.append(connection)
+        return connection
+
+    class _Errors:
+        def __init__(self, backend: SQLiteBackend, action: str) -> None:
+            self.backend = backend
+            self.action = action
+
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, exc_type, exc, tb) -> bool:
+            if isinstance(exc, sqlite3.OperationalError):
+                message = str(exc)
+                if "no such table" in message:
+                    raise TableNotFound(message) from exc
+                raise StoreUnavailable(self.backend.url, f"{self.action}: {message}") from exc
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StoreError(f"store {self.backend.url!r}: {self.action}: {exc}") from exc
+            return False
+
+    def _errors(self, action: str) -> SQLiteBackend._Errors:
+        return SQLiteBackend._Errors(self, action)
+
+    # -- admin ---------------------------------------------------------------
+
+    def create_table(
+        self, name: str, families: Mapping[str, GCPolicy], *, split_keys: Sequence[bytes] = ()
+    ) -> None:
+        if not TABLE_NAME_RE.match(name):
+            raise ValidationError("table name", name, "must match [A-Za-z_][A-Za-z0-9_]{0,62}")
+        if not families:
+            raise ValidationError("families", families, "a table needs at least one column family")
+        for family in families:
+            if not FAMILY_NAME_RE.match(family):
+                raise ValidationError("family", family, "must match [A-Za-z_][A-Za-z0-9_.-]{0,63}")
+        encoded = json.dumps(
+            {f: {"max_versions": p.max_versions, "max_age_s": p.max_age_s} for f, p in families.items()}
+        )
+        connection = self._connection()
+        with self._errors(f"create table {name}"):
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                exists = connection.execute("SELECT 1 FROM tablewatch_tables WHERE name = ?", (name,)).fetchone()
+                if exists:
+                    raise TableExists(f"table {name!r} already exists in {self.url}")
+                connection.execute("INSERT INTO tablewatch_tables (name, families) VALUES (?, ?)", (name, encoded))
+                connection.execute(
+                    f'CREATE TABLE "cells_{name}" (row BLOB NOT NULL, family TEXT NOT NULL, '
+                    "qualifier BLOB NOT NULL, nts INTEGER NOT NULL, value BLOB NOT NULL, "
+                    "PRIMARY KEY (row, family, qualifier, nts)) WITHOUT ROWID"
+                )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+
+    def delete_table(self, name: str) -> None:
+        connection = self._connection()
+        with self._errors(f"delete table {name}"):
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = connection.execute("DELETE FROM tablewatch_tables WHERE name = ?", (name,)).rowcount
+                if not deleted:
+                    raise TableNotFound(f"table {name!r} does not exist in {self.url}")
+                connection.execute(f'DROP TABLE IF EXISTS "cells_{name}"')
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        self._infos.pop(name, None)
+
+    def list_tables(self) -> list[str]:
+        with self._errors("list tables"):
+            rows = self._connection().execute("SELECT name FROM tablewatch_tables ORDER BY name").fetchall()
+        return [name for (name,) in rows]
+
+    def table_info(self, name: str) -> TableInfo:
+        info = self._infos.get(name)
+        if info is not None:
+            return info
+        with self._errors(f"read table {name}"):
+            found = self._connection().execute(
+                "SELECT families FROM tablewatch_tables WHERE name = ?", (name,)
+            ).fetchone()
+        if not found:
+            raise TableNotFound(f"table {name!r} does not exist in {self.url}")
+        families = {f: GCPolicy(**p) for f, p in json.loads(found[0]).items()}
+        info = TableInfo(name, families)
+        self._infos[name] = info
+        return info
+
+    def table(self, name: str) -> SQLiteTable:
+        return SQLiteTable(self, name)
+
+    def count_rows(self, name: str) -> int:
+        """Exact number of rows (used by ``store info``)."""
+        with self._errors(f"count rows of {name}"):
+            return self._connection().execute(
+                f'SELECT COUNT(*) FROM (SELECT DISTINCT row FROM "cells_{name}")'
+            ).fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            try:
+                connection.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self.url!r})"
+
+
+class SQLiteTable:
+    def __init__(self, backend: SQLiteBackend, name: str) -> None:
+        self.backend = backend
+        self.name = name
+        self._sql_name = f'"cells_{name}"'
+
+    @property
+    def _families(self) -> Mapping[str, GCPolicy]:
+        return self.backend.table_info(self.name).families
+
+    # -- writes ------------------------------------------------------------------
+
+    def mutate_rows(self, rows: Sequence[RowMutation]) -> None:
+        families = self._families
+        sets: list[tuple[bytes, str, bytes, int, bytes]] = []
+        for row in rows:
+            check_row_key(row.key)
+            for mutation in row.mutations:
+                family = getattr(mutation, "family", None)
+                if family is not None and family not in families:
+                    raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
+                if isinstance(mutation, SetCell):
+                    if not isinstance(mutation.value, (bytes, bytearray, memoryview)):
+                        raise ValidationError("value", mutation.value, "cell values must be bytes")
+        connection = self.backend._connection()
+        with self.backend._errors(f"write to {self.name}"):
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for row in rows:
+                    for mutation in row.mutations:
+                        if isinstance(mutation, SetCell):
+                            sets.append(
+                                (row.key, mutation.family, bytes(mutation.qualifier), -int(mutation.timestamp_ms),
+                                 mutation.value)
+                            )
+                            continue
+                        self._flush_sets(connection, sets)
+                        if isinstance(mutation, DeleteRow):
+                            connection.execute(f"DELETE FROM {self._sql_name} WHERE row = ?", (row.key,))
+                        elif isinstance(mutation, DeleteCells) and mutation.qualifier is None:
+                            connection.execute(
+                                f"DELETE FROM {self._sql_name} WHERE row = ? AND family = ?",
+                                (row.key, mutation.family),
+                            )
+                        elif isinstance(mutation, DeleteCells):
+                            connection.execute(
+                                f"DELETE FROM {self._sql_name} WHERE row = ? AND family = ? AND qualifier = ?",
+                                (row.key, mutation.family, bytes(mutation.qualifier)),
+                            )
+                        else:
+                            raise ValidationError("mutation", mutation, "is not a SetCell, DeleteCells or DeleteRow")
+                self._flush_sets(connection, sets)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+
+    def _flush_sets(self, connection: sqlite3.Connection, sets: list) -> None:
+        if sets:
+            connection.executemany(
+                f"INSERT OR REPLACE INTO {self._sql_name} (row, family, qualifier, nts, value) VALUES (?, ?, ?, ?, ?)",
+                sets,
+            )
+            sets.clear()
+
+    # -- reads -------------------------------------------------------------------
+
+    def read_rows(
+        self, keys: Iterable[bytes], *, columns: Iterable[Column] | None = None, versions: int = 1
+    ) -> list[Row]:
+        unique = sorted(set(keys))
+        for key in unique:
+            check_row_key(key)
+        assembler = _RowAssembler(self._families, columns, versions)
+        connection = self.backend._connection()
+        rows: list[Row] = []
+        with self.backend._errors(f"read {self.name}"):
+            for i in range(0, len(unique), _IN_CHUNK):
+                chunk = unique[i : i + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                cursor = connection.execute(
+                    f"SELECT row, family, qualifier, nts, value FROM {self._sql_name} "
+                    f"WHERE row IN ({marks}) ORDER BY row, family, qualifier, nts",
+                    chunk,
+                )
+                rows.extend(assembler.rows(cursor))
+        return rows
+
+    def scan(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        prefix: bytes | None = None,
+        limit: int | None = None,
+        columns: Iterable[Column] | None = None,
+        versions: int = 1,
+    ) -> Iterator[Row]:
+        if prefix is not None:
+            if start is not None or end is not None:
+                raise ValidationError("prefix", prefix, "cannot be combined with start/end")
+            start, end = prefix, prefix_end(prefix)
+        return self.scan_ranges([(start, end)], limit=limit, columns=columns, versions=versions)
+
+    def scan_ranges(
+        self,
+        ranges: Sequence[tuple[bytes | None, bytes | None]],
+        *,
+        limit: int | None = None,
+        columns: Iterable[Column] | None = None,
+        versions: int = 1,
+    ) -> Iterator[Row]:
+        if limit is not None and limit < 1:
+            raise ValidationError("limit", limit, "must be >= 1 or None")
+        assembler = _RowAssembler(self._families, columns, versions)
+        ordered = sorted(ranges, key=lambda r: r[0] or b"")
+        return self._scan(ordered, assembler, limit)
+
+    def _scan(self, ranges, assembler: _RowAssembler, limit: int | None) -> Iterator[Row]:
+        produced = 0
+        for start, end in ranges:
+            for row in assembler.rows(self._cells(start, end)):
+                yield row
+                produced += 1
+                if limit is not None and produced >= limit:
+                    return
+
+    def _cells(self, start: bytes | None, end: bytes | None) -> Iterator[tuple]:
+        """Cells of [start, end) in primary-key order, fetched a page at a time
+        so that no statement stays open between pages."""
+        connection = self.backend._connection()
+        base = f"SELECT row, family, qualifier, nts, value FROM {self._sql_name} WHERE "
+        bounds: list[str] = []
+        params: list = []
+        if end is not None:
+            bounds.append("row < ?")
+            params.append(end)
+        position: tuple | None = None
+        while True:
+            where = list(bounds)
+            args = list(params)
+            if position is None:
+                if start is not None:
+                    where.append("row >= ?")
+                    args.append(start)
+            else:
+                where.append("(row, family, qualifier, nts) > (?, ?, ?, ?)")
+                args.extend(position)
+            sql = base + (" AND ".join(where) or "1") + f" ORDER BY row, family, qualifier, nts LIMIT {SCAN_PAGE_CELLS}"
+            with self.backend._errors(f"scan {self.name}"):
+                page = connection.execute(sql, args).fetchall()
+            yield from page
+            if len(page) < SCAN_PAGE_CELLS:
+                return
+            position = page[-1][:4]
+
+    # -- maintenance ---------------------------------------------------------------
+
+    def compact(self, now_ms: int | None = None) -> int:
+        now = _now_ms() if now_ms is None else now_ms
+        removed = 0
+        connection = self.backend._connection()
+        with self.backend._errors(f"compact {self.name}"):
+            for family, policy in self._families.items():
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    if policy.max_age_s is not None:
+                        cutoff = now - int(policy.max_age_s * 1000)
+                        removed += connection.execute(
+                            f"DELETE FROM {self._sql_name} WHERE family = ? AND nts > ?", (family, -cutoff)
+                        ).rowcount
+                    if policy.max_versions is not None:
+                        removed += connection.execute(
+                            f"DELETE FROM {self._sql_name} WHERE (row, family, qualifier, nts) IN ("
+                            "SELECT row, family, qualifier, nts FROM (SELECT row, family, qualifier, nts, "
+                            "ROW_NUMBER() OVER (PARTITION BY row, qualifier ORDER BY nts) AS n "
+                            f"FROM {self._sql_name} WHERE family = ?) WHERE n > ?)",
+                            (family, policy.max_versions),
+                        ).rowcount
+                    connection.execute("COMMIT")
+                except BaseException:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    raise
+        return removed
+
+    def sample_row_keys(self) -> list[bytes]:
+        with self.backend._errors(f"sample {self.name}"):
+            keys = [k for (k,) in self.backend._connection().execute(
+                f"SELECT DISTINCT row FROM {self._sql_name} ORDER BY row"
+            )]
+        step = max(1, len(keys) // 64)
+        return keys[step - 1 :: step]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _RowAssembler:
+    """Turns (row, family, qualifier, nts, value) cells in key order into
+    :class:`Row` objects, applying the column filter, max age and versions."""
+
+    def __init__(self, families: Mapping[str, GCPolicy], columns: Iterable[Column] | None, versions: int) -> None:
+        if versions < 1:
+            raise ValidationError("versions", versions, "must be >= 1")
+        wanted = normalize_columns(columns)
+        for family in (wanted[0] | {f for f, _ in wanted[1]}) if wanted else ():
+            if family not in families:
+                raise ValidationError("columns", family, "is not a column family of this table")
+        self.wanted = wanted
+        now = _now_ms()
+        self.limits: dict[str, tuple[int, int]] = {}
+        for family, policy in families.items():
+            keep = versions if policy.max_versions is None else min(versions, policy.max_versions)
+            # nts <= max_nts means ts >= cutoff
+            max_nts = -(now - int(policy.max_age_s * 1000)) if policy.max_age_s is not None else 2**63 - 1
+            self.limits[family] = (keep, max_nts)
+
+    def _wanted(self, family: str, qualifier: bytes) -> bool:
+        if self.wanted is None:
+            return True
+        families, pairs = self.wanted
+        return family in families or (family, qualifier) in pairs
+
+    def rows(self, cells: Iterable[tuple]) -> Iterator[Row]:
+        current: Row | None = None
+        column: list[Cell] | None = None
+        column_id: tuple | None = None
+        for key, family, qualifier, nts, value in cells:
+            limits = self.limits.get(family)
+            if limits is None or nts > limits[1] or not self._wanted(family, qualifier):
+                continue
+            if current is None or current.key != key:
+                if current is not None and current.cells:
+                    yield current
+                current = Row(key)
+                column_id = None
+            if column_id != (family, qualifier):
+                column_id = (family, qualifier)
+                column = current.cells.setdefault(family, {}).setdefault(qualifier, [])
+            if len(column) < limits[0]:
+                column.append(Cell(value, -nts))
+        if current is not None and current.cells:
+            yield current

@@ -1,0 +1,240 @@
+"""The wide-column Table API: what HBase and Cloud Bigtable have in common.
+
+A *backend* holds tables. A table holds rows kept in byte order of their keys.
+A row holds cells addressed by (family, qualifier, timestamp). Column families
+are declared when the table is created, each with a garbage-collection policy
+(:class:`GCPolicy`). Each backend (``sqlite://``, ``bigtable://``, ``hbase://``)
+implements only the two protocols below; ``tests/store/table_contract.py`` is
+the contract every backend passes.
+
+Shared conventions, stated once:
+
+- Row keys and qualifiers are ``bytes`` and sort in byte order.
+- Timestamps are integer **milliseconds** since the Unix epoch (UTC). Bigtable
+  stores microseconds at millisecond granularity and HBase stores milliseconds,
+  so milliseconds is what all backends can keep exactly.
+- Key ranges are half-open: ``start <= key < end``; ``None`` means unbounded.
+- ``columns`` filters what a read returns: an iterable whose items are a family
+  name (the whole family) or a ``(family, qualifier)`` pair.
+- ``versions`` is how many versions of each cell a read returns, newest first.
+- A cell older than its family's ``max_age_s`` is never returned, and a cell
+  beyond its family's ``max_versions`` is never returned; ``compact()`` removes
+  both for good (Bigtable and HBase do this on their own schedule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, Union, runtime_checkable
+
+from tablewatch.errors import ValidationError
+
+Column = Union[str, "tuple[str, bytes]"]
+
+MAX_ROW_KEY_BYTES = 4096
+MAX_QUALIFIER_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class GCPolicy:
+    """When a family's cells are garbage: more than ``max_versions`` newer
+    versions exist, or the cell's timestamp is more than ``max_age_s`` seconds
+    old. ``None`` means no limit on that axis."""
+
+    max_versions: int | None = 1
+    max_age_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_versions is not None and self.max_versions < 1:
+            raise ValidationError("max_versions", self.max_versions, "must be >= 1 or None")
+        if self.max_age_s is not None and self.max_age_s <= 0:
+            raise ValidationError("max_age_s", self.max_age_s, "must be > 0 or None")
+
+
+@dataclass(frozen=True)
+class Cell:
+    value: bytes
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class SetCell:
+    """Write ``value`` at (family, qualifier, timestamp_ms), replacing any cell
+    with the same timestamp: writing the same SetCell twice leaves one cell."""
+
+    family: str
+    qualifier: bytes
+    value: bytes
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class DeleteCells:
+    """Delete every version of one column (``qualifier`` given) or of a whole
+    family (``qualifier`` None)."""
+
+    family: str
+    qualifier: bytes | None = None
+
+
+@dataclass(frozen=True)
+class DeleteRow:
+    """Delete the whole row."""
+
+
+Mutation = Union[SetCell, DeleteCells, DeleteRow]
+
+
+@dataclass(frozen=True)
+class RowMutation:
+    """Mutations applied to one row, atomically, in order."""
+
+    key: bytes
+    mutations: Sequence[Mutation]
+
+
+@dataclass
+class Row:
+    """A row as read: ``cells[family][qualifier]`` is a list of :class:`Cell`,
+    newest first. Families and qualifiers with no cell left are absent."""
+
+    key: bytes
+    cells: dict[str, dict[bytes, list[Cell]]] = field(default_factory=dict)
+
+    def value(self, family: str, qualifier: bytes) -> bytes | None:
+        """The newest value of one column, or None."""
+        column = self.cells.get(family, {}).get(qualifier)
+        return column[0].value if column else None
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    families: Mapping[str, GCPolicy]
+
+
+@runtime_checkable
+class Table(Protocol):
+    """One table of a backend."""
+
+    name: str
+
+    def mutate_rows(self, rows: Sequence[RowMutation]) -> None:
+        """Apply a batch of row mutations. When this returns, the batch is
+        durable. Each row's mutations are atomic; the batch as a whole may be
+        partially applied when an error is raised (retrying it is safe when every
+        SetCell carries an explicit timestamp, as all of tablewatch's do)."""
+        ...
+
+    def read_rows(
+        self, keys: Iterable[bytes], *, columns: Iterable[Column] | None = None, versions: int = 1
+    ) -> list[Row]:
+        """The rows with these exact keys that exist, in key order."""
+        ...
+
+    def scan(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        prefix: bytes | None = None,
+        limit: int | None = None,
+        columns: Iterable[Column] | None = None,
+        versions: int = 1,
+    ) -> Iterator[Row]:
+        """Rows with ``start <= key < end`` (or starting with ``prefix``), in key
+        order, at most ``limit`` of them. Rows with no matching cell are skipped."""
+        ...
+
+    def scan_ranges(
+        self,
+        ranges: Sequence[tuple[bytes | None, bytes | None]],
+        *,
+        limit: int | None = None,
+        columns: Iterable[Column] | None = None,
+        versions: int = 1,
+    ) -> Iterator[Row]:
+        """Rows of several half-open ranges, in key order (one request where the
+        backend can). Ranges may not overlap."""
+        ...
+
+    def compact(self, now_ms: int | None = None) -> int:
+        """Remove cells that the GC policies make garbage; the number removed
+        (backends that collect garbage on their own return 0)."""
+        ...
+
+    def sample_row_keys(self) -> list[bytes]:
+        """Row keys that split the table into pieces of roughly equal size (a
+        sample, cheap to get). Used by ``store hotspots`` on large tables."""
+        ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A set of tables reached through one store URL."""
+
+    url: str
+
+    def create_table(
+        self,
+        name: str,
+        families: Mapping[str, GCPolicy],
+        *,
+        split_keys: Sequence[bytes] = (),
+    ) -> None:
+        """Create a table. ``split_keys`` pre-splits it (a hint; ignored where
+        the backend has no regions/tablets). Raises :class:`TableExists`."""
+        ...
+
+    def delete_table(self, name: str) -> None:
+        ...
+
+    def list_tables(self) -> list[str]:
+        ...
+
+    def table_info(self, name: str) -> TableInfo:
+        """Families and GC policies. Raises :class:`TableNotFound`."""
+        ...
+
+    def table(self, name: str) -> Table:
+        """A handle to an existing table (cheap; no round trip required)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def check_row_key(key: bytes) -> None:
+    if not isinstance(key, bytes):
+        raise ValidationError("row key", key, "must be bytes")
+    if not key:
+        raise ValidationError("row key", key, "must not be empty")
+    if len(key) > MAX_ROW_KEY_BYTES:
+        raise ValidationError("row key", key[:32], f"is {len(key)} bytes, over {MAX_ROW_KEY_BYTES}")
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix``
+    (None when there is none, i.e. the prefix is all 0xff)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def normalize_columns(columns: Iterable[Column] | None) -> tuple[set[str], set[tuple[str, bytes]]] | None:
+    """Split a ``columns`` filter into (whole families, single columns)."""
+    if columns is None:
+        return None
+    families: set[str] = set()
+    pairs: set[tuple[str, bytes]] = set()
+    for column in columns:
+        if isinstance(column, str):
+            families.add(column)
+        elif isinstance(column, tuple) and len(column) == 2:
+            family, qualifier = column
+            pairs.add((family, bytes(qualifier)))
+        else:
+            raise ValidationError("columns", column, "items must be a family name or a (family, qualifier) pair")
+    return families, pairs

@@ -1,0 +1,532 @@
+"""The time-series layer, written once on top of the Table API.
+
+Tables (all created on first open):
+
+``tw_meta``
+    one row, ``config``: salt buckets, bucket width, schema version.
+``tw_series``
+    the series index. Row ``s`` metric ``\\0`` series-id for a series,
+    ``t`` pipeline ``\\0`` task for a task. Family ``meta`` holds the name and tags;
+    family ``days`` one empty cell per day that has data (qualifier: the day
+    index), so readers know which buckets exist without scanning.
+``tw_points``
+    points, one row per series per time bucket, many packed chunks per row (see
+    :mod:`tablewatch.store.keys` and :mod:`tablewatch.store.chunks`).
+``tw_tasks``
+    task runs, one row per attempt.
+
+Index rows are keyed by name rather than salted: they are written once per
+series per day, not per point, so they never carry a hot write load.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tablewatch.errors import TableExists, ValidationError, ValidationTypeError
+from tablewatch.store import chunks
+from tablewatch.store.backends import open_backend
+from tablewatch.store.downsample import aggregate, minmax_indices
+from tablewatch.store.keys import DAY_S, US_PER_S, KeyCodec, day_of, task_id
+from tablewatch.store.names import Series, series_id, validate_metric, validate_tags
+from tablewatch.store.table import Backend, GCPolicy, RowMutation, SetCell, prefix_end
+from tablewatch.store.tasks import TaskRun, validate_task_run
+from tablewatch.store.timestamps import MAX_TS_US, now_us, optional_us, to_us, to_us_array
+
+SCHEMA_VERSION = 1
+META, SERIES, POINTS, TASKS = "tw_meta", "tw_series", "tw_points", "tw_tasks"
+TABLES = (META, SERIES, POINTS, TASKS)
+#: Which tables a retention setting applies to.
+RETENTION_TABLES = {"points": (POINTS,), "tasks": (TASKS,)}
+DAY_US = DAY_S * US_PER_S
+_DAY = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Fixed when the store's tables are created, then read back from ``tw_meta``."""
+
+    salt_buckets: int = 16
+    bucket_seconds: int = 3600
+    retention_s: Mapping[str, float | None] | None = None
+
+
+def open_store(url: str | None = None, **config: Any) -> Store:
+    """Open (creating its tables if needed) the store at ``url``; ``None`` means
+    ``$TABLEWATCH_STORE``, else ``./tablewatch.db``. ``config`` (salt_buckets,
+    bucket_seconds, retention_s={"points": seconds, "tasks": seconds}) only
+    applies when the tables are first created."""
+    return Store(open_backend(url), StoreConfig(**config))
+
+
+class Store:
+    """Series, points and task runs over any :class:`~tablewatch.store.table.Backend`.
+
+    Thread-safe. Usable as a context manager (closes the backend on exit).
+    """
+
+    def __init__(self, backend: Backend, config: StoreConfig | None = None) -> None:
+        self.backend = backend
+        self.url = backend.url
+        config = config or StoreConfig()
+        self.codec = self._ensure_tables(config)
+        self._points = backend.table(POINTS)
+        self._index = backend.table(SERIES)
+        self._tasks = backend.table(TASKS)
+        self._known_days: set[tuple[bytes, int]] = set()
+        self._series_cache: dict[tuple, tuple[str, dict[str, str], bytes]] = {}
+        self._lock = threading.Lock()
+        self._points_max_age_us = self._max_age_us(POINTS)
+        self._tasks_max_age_us = self._max_age_us(TASKS)
+
+    # -- set-up -------------------------------------------------------------------
+
+    def _ensure_tables(self, config: StoreConfig) -> KeyCodec:
+        codec = KeyCodec(config.salt_buckets, config.bucket_seconds)
+        retention = dict(config.retention_s or {})
+        unknown = set(retention) - set(RETENTION_TABLES)
+        if unknown:
+            raise ValidationError("retention_s", sorted(unknown), f"known tables: {', '.join(RETENTION_TABLES)}")
+        existing = set(self.backend.list_tables())
+        points_age = retention.get("points")
+        tasks_age = retention.get("tasks")
+        families = {
+            META: {"config": GCPolicy(max_versions=1)},
+            SERIES: {"meta": GCPolicy(max_versions=1), "days": GCPolicy(max_versions=1, max_age_s=points_age)},
+            POINTS: {"p": GCPolicy(max_versions=1, max_age_s=points_age)},
+            TASKS: {"run": GCPolicy(max_versions=1, max_age_s=tasks_age)},
+        }
+        splits = {
+            POINTS: [bytes([s]) for s in range(1, codec.salt_buckets)],
+            TASKS: [bytes([s]) for s in range(1, codec.salt_buckets)],
+        }
+        for name in TABLES:
+            if name not in existing:
+                try:
+                    self.backend.create_table(name, families[name], split_keys=splits.get(name, ()))
+                except TableExists:
+                    pass  # another process created it first
+        meta = self.backend.table(META)
+        stored = meta.read_rows([b"config"])
+        if not stored:
+            value = json.dumps(
+                {"salt_buckets": codec.salt_buckets, "bucket_seconds": codec.bucket_seconds, "schema": SCHEMA_VERSION}
+            ).encode()
+            meta.mutate_rows([RowMutation(b"config", [SetCell("config", b"json", value, 0)])])
+            stored = meta.read_rows([b"config"])
+        recorded = json.loads(stored[0].value("config", b"json"))
+        return KeyCodec(recorded["salt_buckets"], recorded["bucket_seconds"])
+
+    def _max_age_us(self, table: str) -> int | None:
+        info = self.backend.table_info(table)
+        ages = [p.max_age_s for p in info.families.values() if p.max_age_s is not None]
+        return int(min(ages) * US_PER_S) if ages else None
+
+    # -- series ---------------------------------------------------------------------
+
+    def _resolve(self, metric: str, tags: Mapping[str, str] | None) -> tuple[str, dict[str, str], bytes]:
+        key = (metric, tuple(sorted(tags.items())) if isinstance(tags, Mapping) else tags)
+        try:
+            cached = self._series_cache.get(key)
+        except TypeError:
+            cached = None  # unhashable tag values: validate_tags names them
+        if cached is not None:
+            return cached
+        metric = validate_metric(metric)
+        clean = validate_tags(tags)
+        found = (metric, clean, series_id(metric, clean))
+        if len(self._series_cache) < 100_000:
+            self._series_cache[key] = found
+        return found
+
+    def _index_mutations(self, row_key: bytes, meta: bytes, entity: bytes, days: Iterable[int]) -> list[RowMutation]:
+        new_days = [d for d in days if (entity, d) not in self._known_days]
+        if not new_days:
+            return []
+        cells = [SetCell("meta", b"json", meta, 0)]
+        cells += [SetCell("days", _DAY.pack(d), b"", (d + 1) * DAY_S * 1000 - 1) for d in new_days]
+        return [RowMutation(row_key, cells)]
+
+    def _remember_days(self, entity: bytes, days: Iterable[int]) -> None:
+        with self._lock:
+            for d in days:
+                self._known_days.add((entity, d))
+
+    @staticmethod
+    def _series_row_key(metric: str, sid: bytes) -> bytes:
+        return b"s" + metric.encode() + b"\x00" + sid
+
+    def find_series(self, metric: str | None = None, tags: Mapping[str, Any] | None = None, **tag_filters: Any) -> list[Series]:
+        """Series of ``metric`` (all metrics when None) whose tags match every
+        filter: a string matches exactly, a list/tuple/set matches any of its
+        items, ``True`` matches any value (the tag is present). Sorted by metric
+        then tags."""
+        filters = {**(tags or {}), **tag_filters}
+        prefix = b"s" if metric is None else b"s" + validate_metric(metric).encode() + b"\x00"
+        found = []
+        for row in self._index.scan(prefix=prefix, columns=[("meta", b"json")]):
+            data = json.loads(row.value("meta", b"json"))
+            if _tags_match(data["tags"], filters):
+                found.append(Series(data["metric"], data["tags"]))
+        return sorted(found, key=lambda s: (s.metric, sorted(s.tags.items())))
+
+    def series_days(self, metric: str, tags: Mapping[str, str] | None = None) -> list[int]:
+        """Day indexes (days since the epoch, UTC) on which the series has points."""
+        metric, clean, sid = self._resolve(metric, tags)
+        rows = self._index.read_rows([self._series_row_key(metric, sid)], columns=["days"])
+        return sorted(_DAY.unpack(q)[0] for q in rows[0].cells.get("days", {})) if rows else []
+
+    # -- points ---------------------------------------------------------------------------
+
+    def write_points(
+        self,
+        metric: str,
+        tags: Mapping[str, str] | None,
+        ts: Any,
+        values: Any,
+        steps: Any = None,
+        *,
+        allow_inf: bool = False,
+    ) -> int:
+        """Write points of one series; the number written.
+
+        ``ts``: timestamps (epoch seconds, datetimes, datetime64; scalars or
+        arrays); ``values``: numbers (NaN is kept; ±inf only with
+        ``allow_inf``); ``steps``: optional non-negative integers (training step).
+        Idempotent: writing the same points again stores them once.
+        """
+        metric, clean_tags, sid = self._resolve(metric, tags)
+        ts_us = to_us_array(ts, "ts")
+        vals = _float_array(values, "values", allow_inf)
+        step_array = _step_array(steps, "steps") if steps is not None else None
+        if len(vals) != len(ts_us):
+            raise ValidationError("values", f"{len(vals)} values", f"must have one per timestamp ({len(ts_us)} ts)")
+        if step_array is not None and len(step_array) != len(ts_us):
+            raise ValidationError("steps", f"{len(step_array)} steps", f"must have one per timestamp ({len(ts_us)} ts)")
+        if len(ts_us) == 0:
+            return 0
+        if len(ts_us) > 1 and not (np.diff(ts_us) >= 0).all():
+            order = np.argsort(ts_us, kind="stable")
+            ts_us, vals = ts_us[order], vals[order]
+            step_array = step_array[order] if step_array is not None else None
+        buckets = ts_us // self.codec.bucket_us
+        edges = np.r_[0, np.flatnonzero(buckets[1:] != buckets[:-1]) + 1, len(ts_us)]
+        rows: list[RowMutation] = []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            cells = []
+            for start in range(lo, hi, chunks.MAX_CHUNK_POINTS):
+                stop = min(start + chunks.MAX_CHUNK_POINTS, hi)
+                qualifier, value = chunks.encode(
+                    ts_us[start:stop], vals[start:stop], step_array[start:stop] if step_array is not None else None
+                )
+                cells.append(SetCell("p", qualifier, value, int(ts_us[stop - 1]) // 1000))
+            rows.append(RowMutation(self.codec.point_key(sid, int(buckets[lo])), cells))
+        days = set(np.unique(ts_us // DAY_US).tolist())
+        meta = json.dumps({"metric": metric, "tags": clean_tags}).encode()
+        index = self._index_mutations(self._series_row_key(metric, sid), meta, sid, days)
+        if index:
+            self._index.mutate_rows(index)  # index first: a reader never misses written points
+        self._points.mutate_rows(rows)
+        self._remember_days(sid, days)
+        return len(ts_us)
+
+    def read_points(
+        self,
+        metric: str,
+        tags: Mapping[str, str] | None = None,
+        start: Any = None,
+        end: Any = None,
+        max_points: int | None = None,
+    ) -> pd.DataFrame:
+        """Points of one series with ``start <= ts < end`` (None: unbounded), in
+        time order, as a DataFrame with columns ``ts`` (UTC), ``value`` and
+        ``step`` (nullable integer). With ``max_points``, downsampled to at most
+        that many points keeping each time bucket's min and max (spikes stay)."""
+        ts, values, steps = self.read_arrays(metric, tags, start, end)
+        if max_points is not None:
+            keep = minmax_indices(ts, values, max_points)
+            ts, values, steps = ts[keep], values[keep], steps[keep]
+        return _points_frame(ts, values, steps)
+
+    def read_arrays(
+        self, metric: str, tags: Mapping[str, str] | None = None, start: Any = None, end: Any = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like :meth:`read_points`, as numpy arrays (ts in int64 µs, values,
+        steps with ``chunks.NO_STEP`` where a point has none)."""
+        metric, _, sid = self._resolve(metric, tags)
+        start_us = optional_us(start, "start") if start is not None else 0
+        end_us = optional_us(end, "end") if end is not None else MAX_TS_US
+        if self._points_max_age_us is not None:
+            start_us = max(start_us, now_us() - self._points_max_age_us)
+        keys = []
+        bucket_us = self.codec.bucket_us
+        for day in self.series_days(metric, tags):
+            lo, hi = max(start_us, day * DAY_US), min(end_us, (day + 1) * DAY_US)
+            if lo < hi:
+                keys.extend(self.codec.point_keys(sid, lo - lo % bucket_us, hi))
+        found = []
+        for row in self._points.read_rows(keys, columns=["p"]):
+            found.extend((qualifier, cells[0].value) for qualifier, cells in row.cells.get("p", {}).items())
+        # Rows come back in salt order; qualifiers start with the chunk's first
+        # timestamp, so sorting by them restores time order without sorting points.
+        found.sort(key=lambda chunk: chunk[0])
+        parts = [chunks.decode(value) for _, value in found]
+        if not parts:
+            empty = np.array([], dtype=np.int64)
+            return empty, np.array([], dtype=np.float64), empty.copy()
+        ts = np.concatenate([p[0] for p in parts])
+        values = np.concatenate([p[1] for p in parts])
+        steps = np.concatenate(
+            [p[2] if p[2] is not None else np.full(len(p[0]), chunks.NO_STEP, dtype=np.int64) for p in parts]
+        )
+        if len(ts) > 1 and not (ts[1:] >= ts[:-1]).all():
+            order = np.argsort(ts, kind="stable")
+            ts, values, steps = ts[order], values[order], steps[order]
+        lo, hi = np.searchsorted(ts, [start_us, end_us])
+        if lo > 0 or hi < len(ts):
+            ts, values, steps = ts[lo:hi], values[lo:hi], steps[lo:hi]
+        return ts, values, steps
+
+    def aggregate(
+        self, metric: str, tags: Mapping[str, str] | None = None, start: Any = None, end: Any = None, *, every: float = 3600.0
+    ) -> pd.DataFrame:
+        """Per-bucket count, mean, min, max, p50, p95, p99 over buckets of
+        ``every`` seconds (aligned on the epoch): one row per non-empty bucket."""
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or every <= 0:
+            raise ValidationError("every", every, "must be a number of seconds > 0")
+        ts, values, _ = self.read_arrays(metric, tags, start, end)
+        return aggregate(ts, values, int(every * US_PER_S))
+
+    # -- task runs ------------------------------------------------------------------------
+
+    def write_task_runs(self, runs: Sequence[TaskRun | Mapping[str, Any]]) -> int:
+        """Write task runs (TaskRun objects or dicts of their fields); the number
+        written. Every run is checked before any is written. Idempotent: a run is
+        identified by pipeline, task, run_id, attempt and time."""
+        checked = [validate_task_run(run, i) for i, run in enumerate(runs)]
+        rows, index, entities = [], [], []
+        for run in checked:
+            tid = task_id(run.pipeline, run.task)
+            time_us = to_us(run.time)
+            day = day_of(time_us)
+            meta = json.dumps({"pipeline": run.pipeline, "task": run.task}).encode()
+            index += self._index_mutations(_task_row_key(run.pipeline, run.task), meta, tid, [day])
+            entities.append((tid, day))
+            key = self.codec.task_key(tid, time_us, run.run_id, run.attempt)
+            rows.append(RowMutation(key, [SetCell("run", b"json", run.to_json(), time_us // 1000)]))
+        if index:
+            self._index.mutate_rows(_merge_rows(index))
+        if rows:
+            self._tasks.mutate_rows(rows)
+        for tid, day in entities:
+            self._remember_days(tid, [day])
+        return len(rows)
+
+    def list_tasks(self, pipeline: str | None = None) -> list[tuple[str, str]]:
+        """(pipeline, task) pairs that have runs, sorted."""
+        prefix = b"t" if pipeline is None else _task_row_key(pipeline, "")
+        found = []
+        for row in self._index.scan(prefix=prefix, columns=[("meta", b"json")]):
+            data = json.loads(row.value("meta", b"json"))
+            found.append((data["pipeline"], data["task"]))
+        return sorted(found)
+
+    def read_task_runs(
+        self,
+        pipeline: str | None = None,
+        task: str | None = None,
+        start: Any = None,
+        end: Any = None,
+        limit: int | None = None,
+    ) -> list[TaskRun]:
+        """Task runs filed (by start time) in ``[start, end)``, newest first,
+        at most ``limit``; filtered by pipeline and task when given."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValidationError("limit", limit, "must be a positive integer or None")
+        start_us = optional_us(start, "start") if start is not None else 0
+        end_us = optional_us(end, "end") if end is not None else MAX_TS_US
+        if self._tasks_max_age_us is not None:
+            start_us = max(start_us, now_us() - self._tasks_max_age_us)
+        if task is not None and pipeline is None:
+            raise ValidationError("pipeline", None, "is required when task is given")
+        prefix = b"t" if pipeline is None else _task_row_key(pipeline, task or "")
+        scan = self._index.scan(prefix=prefix) if task is None else self._index.read_rows([prefix])
+        ranges = []
+        for row in scan:
+            data = json.loads(row.value("meta", b"json"))
+            tid = task_id(data["pipeline"], data["task"])
+            for qualifier in row.cells.get("days", {}):
+                day = _DAY.unpack(qualifier)[0]
+                if day * DAY_US < end_us and (day + 1) * DAY_US > start_us:
+                    ranges.append(self.codec.task_range(tid, day, start_us, end_us))
+        runs = [TaskRun.from_json(row.value("run", b"json")) for row in self._tasks.scan_ranges(sorted(ranges))] if ranges else []
+        runs.sort(key=lambda r: (r.time, r.attempt), reverse=True)
+        return runs[:limit] if limit is not None else runs
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    def compact(self) -> int:
+        """Remove expired cells from every table (the embedded backend needs
+        this; Bigtable and HBase collect garbage on their own). Cells removed."""
+        return sum(self.backend.table(name).compact() for name in TABLES)
+
+    def info(self) -> dict[str, Any]:
+        """Tables, families with their GC policies, row counts, and the key
+        layout. Row counts are exact where the backend can count cheaply
+        (``count_rows``), else estimated from sampled row keys (marked ``~``)."""
+        tables = []
+        for name in self.backend.list_tables():
+            table_info = self.backend.table_info(name)
+            count_rows = getattr(self.backend, "count_rows", None)
+            if count_rows is not None:
+                rows, exact = count_rows(name), True
+            else:
+                rows, exact = len(self.backend.table(name).sample_row_keys()), False
+            tables.append({
+                "name": name,
+                "families": {f: {"max_versions": p.max_versions, "max_age_s": p.max_age_s}
+                             for f, p in table_info.families.items()},
+                "rows": rows,
+                "rows_exact": exact,
+            })
+        return {
+            "url": self.url,
+            "backend": type(self.backend).__name__,
+            "salt_buckets": self.codec.salt_buckets,
+            "bucket_seconds": self.codec.bucket_seconds,
+            "tables": tables,
+        }
+
+    def hotspots(self) -> dict[str, Any]:
+        """Points and rows per salt bucket of the points table, and the skew
+        (max / mean points per bucket; 1.0 is perfectly even)."""
+        points: Counter[int] = Counter()
+        rows: Counter[int] = Counter()
+        for row in self._points.scan(columns=["p"]):
+            salt = row.key[0]
+            rows[salt] += 1
+            points[salt] += sum(chunks.count_of(q) for q in row.cells.get("p", {}))
+        counts = [points.get(s, 0) for s in range(self.codec.salt_buckets)]
+        mean = sum(counts) / len(counts)
+        return {
+            "salt_buckets": self.codec.salt_buckets,
+            "points": counts,
+            "rows": [rows.get(s, 0) for s in range(self.codec.salt_buckets)],
+            "skew": (max(counts) / mean) if mean else None,
+        }
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r}, salt_buckets={self.codec.salt_buckets}, bucket_seconds={self.codec.bucket_seconds})"
+
+
+def _task_row_key(pipeline: str, task: str) -> bytes:
+    return b"t" + pipeline.encode() + b"\x00" + task.encode()
+
+
+def _merge_rows(rows: list[RowMutation]) -> list[RowMutation]:
+    merged: dict[bytes, list] = defaultdict(list)
+    for row in rows:
+        merged[row.key].extend(row.mutations)
+    return [RowMutation(k, m) for k, m in merged.items()]
+
+
+def _tags_match(tags: Mapping[str, str], filters: Mapping[str, Any]) -> bool:
+    for key, wanted in filters.items():
+        value = tags.get(key)
+        if wanted is True:
+            if value is None:
+                return False
+        elif isinstance(wanted, (list, tuple, set, frozenset)):
+            if value not in wanted:
+                return False
+        elif value != wanted:
+            return False
+    return True
+
+
+def _float_array(values: Any, field: str, allow_inf: bool) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.dtype == np.float64 and values.ndim == 1:
+        array = values
+    else:
+        if isinstance(values, (int, float, np.number)) and not isinstance(values, bool):
+            values = [values]
+        if isinstance(values, (str, bytes, bool)) or values is None:
+            raise ValidationTypeError(field, values, "must be numbers")
+        try:
+            array = np.asarray(values)
+        except (ValueError, TypeError) as e:
+            raise ValidationTypeError(field, values, f"must be a one-dimensional array of numbers ({e})") from e
+        if array.ndim != 1:
+            raise ValidationError(field, values, f"must be one-dimensional, got {array.ndim} dimensions")
+        if array.dtype.kind in "iuf":
+            array = array.astype(np.float64)
+        else:
+            array = _objects_to_float(array, field)
+    if not allow_inf:
+        inf = np.isinf(array)
+        if inf.any():
+            i = int(np.flatnonzero(inf)[0])
+            raise ValidationError(f"{field}[{i}]", float(array[i]), "is infinite (pass allow_inf=True to store it)")
+    return array
+
+
+def _objects_to_float(array: np.ndarray, field: str) -> np.ndarray:
+    out = np.empty(len(array), dtype=np.float64)
+    for i, item in enumerate(array):
+        if isinstance(item, (bool, np.bool_, str, bytes)) or item is None:
+            raise ValidationTypeError(f"{field}[{i}]", item, "must be a number (use float('nan') for a missing value)")
+        try:
+            out[i] = float(item)
+        except (TypeError, ValueError) as e:
+            raise ValidationTypeError(f"{field}[{i}]", item, "must be a number") from e
+    return out
+
+
+def _step_array(steps: Any, field: str) -> np.ndarray:
+    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
+        steps = [steps]
+    array = np.asarray(steps)
+    if array.ndim != 1:
+        raise ValidationError(field, steps, "must be a one-dimensional array of integers")
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all() or (array != np.floor(array)).any():
+            i = int(np.flatnonzero(~np.isfinite(array) | (array != np.floor(array)))[0])
+            raise ValidationTypeError(f"{field}[{i}]", array[i], "must be a whole number")
+    elif array.dtype.kind not in "iu":
+        for i, item in enumerate(array):
+            if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
+                raise ValidationTypeError(f"{field}[{i}]", item, "must be an integer")
+    array = array.astype(np.int64)
+    if len(array) and array.min() < 0:
+        i = int(np.flatnonzero(array < 0)[0])
+        raise ValidationError(f"{field}[{i}]", int(array[i]), "must be >= 0")
+    return array
+
+
+def _points_frame(ts: np.ndarray, values: np.ndarray, steps: np.ndarray) -> pd.DataFrame:
+    mask = steps == chunks.NO_STEP
+    return pd.DataFrame(
+        {
+            "ts": pd.DatetimeIndex(ts.astype("datetime64[us]")).tz_localize("UTC"),
+            "value": values,
+            "step": pd.arrays.IntegerArray(np.where(mask, 0, steps), mask),
+        }
+    )

@@ -1,0 +1,178 @@
+"""The Table API contract, written once. A backend's test module mixes
+:class:`TableContract` into a class and provides a ``backend`` fixture."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from tablewatch.errors import TableExists, TableNotFound, ValidationError
+from tablewatch.store.table import DeleteCells, DeleteRow, GCPolicy, RowMutation, SetCell
+
+NOW_MS = int(time.time() * 1000)
+
+
+def put(table, key: bytes, family: str, qualifier: bytes, value: bytes, ts: int = NOW_MS) -> None:
+    table.mutate_rows([RowMutation(key, [SetCell(family, qualifier, value, ts)])])
+
+
+class TableContract:
+    @pytest.fixture
+    def name(self) -> str:
+        return "t_" + uuid.uuid4().hex[:12]
+
+    @pytest.fixture
+    def table(self, backend, name):
+        backend.create_table(name, {"a": GCPolicy(max_versions=1), "v": GCPolicy(max_versions=3)})
+        yield backend.table(name)
+        backend.delete_table(name)
+
+    # -- admin -----------------------------------------------------------------
+
+    def test_create_list_info_delete(self, backend, name):
+        backend.create_table(name, {"f": GCPolicy(max_versions=2, max_age_s=3600.0), "g": GCPolicy(max_versions=1)})
+        assert name in backend.list_tables()
+        info = backend.table_info(name)
+        assert info.families["f"] == GCPolicy(max_versions=2, max_age_s=3600.0)
+        assert info.families["g"] == GCPolicy(max_versions=1)
+        with pytest.raises(TableExists):
+            backend.create_table(name, {"f": GCPolicy()})
+        backend.delete_table(name)
+        assert name not in backend.list_tables()
+        with pytest.raises(TableNotFound):
+            backend.table_info(name)
+
+    def test_create_with_split_keys(self, backend, name):
+        backend.create_table(name, {"f": GCPolicy()}, split_keys=[bytes([i]) for i in range(1, 8)])
+        table = backend.table(name)
+        put(table, b"\x05key", "f", b"q", b"x")
+        assert [r.key for r in table.scan()] == [b"\x05key"]
+        backend.delete_table(name)
+
+    # -- cells -------------------------------------------------------------------
+
+    def test_set_and_read_cell(self, table):
+        put(table, b"row1", "a", b"q", b"value")
+        [row] = table.read_rows([b"row1"])
+        assert row.key == b"row1"
+        assert row.value("a", b"q") == b"value"
+        assert row.cells["a"][b"q"][0].timestamp_ms == NOW_MS
+
+    def test_same_timestamp_overwrites(self, table):
+        put(table, b"r", "v", b"q", b"one")
+        put(table, b"r", "v", b"q", b"two")
+        [row] = table.read_rows([b"r"], versions=10)
+        assert [c.value for c in row.cells["v"][b"q"]] == [b"two"]
+
+    def test_versions_newest_first_and_capped_by_family(self, table):
+        for i in range(5):
+            put(table, b"r", "v", b"q", f"v{i}".encode(), NOW_MS - 1000 * (5 - i))
+            put(table, b"r", "a", b"q", f"a{i}".encode(), NOW_MS - 1000 * (5 - i))
+        [row] = table.read_rows([b"r"], versions=10)
+        assert [c.value for c in row.cells["v"][b"q"]] == [b"v4", b"v3", b"v2"]
+        assert [c.value for c in row.cells["a"][b"q"]] == [b"a4"]
+        stamps = [c.timestamp_ms for c in row.cells["v"][b"q"]]
+        assert stamps == sorted(stamps, reverse=True)
+        [row] = table.read_rows([b"r"])
+        assert [c.value for c in row.cells["v"][b"q"]] == [b"v4"]
+
+    def test_binary_values_and_keys_round_trip(self, table):
+        key = bytes(range(256))[1:64]
+        value = bytes(range(256)) * 4
+        put(table, key, "a", b"\x00\xff", value)
+        [row] = table.read_rows([key])
+        assert row.value("a", b"\x00\xff") == value
+
+    def test_unknown_family_is_refused(self, table):
+        with pytest.raises(ValidationError, match="family"):
+            put(table, b"r", "nope", b"q", b"x")
+
+    # -- deletes -----------------------------------------------------------------------
+
+    def test_delete_column_family_and_row(self, table):
+        table.mutate_rows([RowMutation(b"r", [
+            SetCell("a", b"x", b"1", NOW_MS), SetCell("a", b"y", b"2", NOW_MS), SetCell("v", b"z", b"3", NOW_MS),
+        ])])
+        table.mutate_rows([RowMutation(b"r", [DeleteCells("a", b"x")])])
+        [row] = table.read_rows([b"r"])
+        assert set(row.cells["a"]) == {b"y"}
+        table.mutate_rows([RowMutation(b"r", [DeleteCells("a")])])
+        [row] = table.read_rows([b"r"])
+        assert "a" not in row.cells and row.value("v", b"z") == b"3"
+        table.mutate_rows([RowMutation(b"r", [DeleteRow()])])
+        assert table.read_rows([b"r"]) == []
+
+    def test_mutations_apply_in_order(self, table):
+        table.mutate_rows([RowMutation(b"r", [
+            SetCell("a", b"x", b"old", NOW_MS), DeleteRow(), SetCell("a", b"x", b"new", NOW_MS),
+        ])])
+        [row] = table.read_rows([b"r"])
+        assert row.value("a", b"x") == b"new"
+
+    # -- reads -------------------------------------------------------------------------
+
+    def test_read_rows_returns_existing_rows_in_key_order(self, table):
+        for key in (b"c", b"a", b"b"):
+            put(table, key, "a", b"q", key)
+        rows = table.read_rows([b"c", b"missing", b"a", b"a"])
+        assert [r.key for r in rows] == [b"a", b"c"]
+
+    def test_scan_half_open_range_in_byte_order(self, table):
+        keys = [b"\x00", b"\x00\x01", b"a", b"ab", b"b", b"\x7f", b"\x80", b"\xff", b"\xff\xff"]
+        table.mutate_rows([RowMutation(k, [SetCell("a", b"q", k, NOW_MS)]) for k in keys])
+        assert [r.key for r in table.scan()] == sorted(keys)
+        assert [r.key for r in table.scan(b"a", b"b")] == [b"a", b"ab"]
+        assert [r.key for r in table.scan(b"\x7f", b"\xff")] == [b"\x7f", b"\x80"]
+        assert [r.key for r in table.scan(start=b"\x80")] == [b"\x80", b"\xff", b"\xff\xff"]
+        assert [r.key for r in table.scan(end=b"\x00\x01")] == [b"\x00"]
+
+    def test_scan_prefix_and_limit(self, table):
+        keys = [b"p1", b"p10", b"p2", b"q", b"p\xff", b"p\xff\xff"]
+        table.mutate_rows([RowMutation(k, [SetCell("a", b"q", b"x", NOW_MS)]) for k in keys])
+        assert [r.key for r in table.scan(prefix=b"p1")] == [b"p1", b"p10"]
+        assert [r.key for r in table.scan(prefix=b"p\xff")] == [b"p\xff", b"p\xff\xff"]
+        assert [r.key for r in table.scan(prefix=b"p", limit=2)] == [b"p1", b"p10"]
+
+    def test_scan_many_rows_pages_through(self, table):
+        keys = [i.to_bytes(4, "big") for i in range(3000)]
+        for i in range(0, 3000, 500):
+            table.mutate_rows([RowMutation(k, [SetCell("a", b"q", k, NOW_MS), SetCell("v", b"r", k, NOW_MS)])
+                               for k in keys[i:i + 500]])
+        rows = list(table.scan())
+        assert [r.key for r in rows] == keys
+        assert all(r.value("v", b"r") == r.key for r in rows)
+
+    def test_column_filter(self, table):
+        table.mutate_rows([RowMutation(b"r", [
+            SetCell("a", b"x", b"1", NOW_MS), SetCell("a", b"y", b"2", NOW_MS), SetCell("v", b"z", b"3", NOW_MS),
+        ]), RowMutation(b"s", [SetCell("v", b"z", b"4", NOW_MS)])])
+        [row] = table.read_rows([b"r"], columns=["v"])
+        assert set(row.cells) == {"v"}
+        [row] = table.read_rows([b"r"], columns=[("a", b"y")])
+        assert row.cells == {"a": {b"y": row.cells["a"][b"y"]}} and row.value("a", b"y") == b"2"
+        # rows with no matching cell are left out
+        assert [r.key for r in table.scan(columns=[("a", b"x")])] == [b"r"]
+
+    def test_scan_ranges(self, table):
+        keys = [bytes([i]) + b"k" for i in range(10)]
+        table.mutate_rows([RowMutation(k, [SetCell("a", b"q", k, NOW_MS)]) for k in keys])
+        ranges = [(bytes([7]), bytes([9])), (bytes([1]), bytes([3]))]
+        assert [r.key for r in table.scan_ranges(ranges)] == [keys[1], keys[2], keys[7], keys[8]]
+        assert [r.key for r in table.scan_ranges(ranges, limit=3)] == [keys[1], keys[2], keys[7]]
+
+    # -- garbage collection ----------------------------------------------------------------
+
+    def test_max_age_hides_and_compact_removes(self, backend, name):
+        backend.create_table(name, {"f": GCPolicy(max_versions=5, max_age_s=3600.0)})
+        table = backend.table(name)
+        old, fresh = NOW_MS - 7200 * 1000, NOW_MS
+        table.mutate_rows([RowMutation(b"r", [SetCell("f", b"old", b"x", old), SetCell("f", b"new", b"y", fresh)]),
+                           RowMutation(b"s", [SetCell("f", b"old", b"z", old)])])
+        [row] = table.read_rows([b"r", b"s"])
+        assert set(row.cells["f"]) == {b"new"}
+        assert [r.key for r in table.scan()] == [b"r"]
+        table.compact()
+        assert [r.key for r in table.scan()] == [b"r"]
+        backend.delete_table(name)

@@ -1,0 +1,163 @@
+"""The time-series layer's tests, written once and run on every backend.
+A backend's test module provides a ``store_factory(**config)`` fixture that
+returns a fresh, empty :class:`~tablewatch.store.Store` each call."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tablewatch import Series, TaskRun
+from tablewatch.errors import ValidationError
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp()
+
+
+class TimeSeriesContract:
+    @pytest.fixture
+    def store(self, store_factory):
+        return store_factory()
+
+    def test_round_trip_in_time_order(self, store):
+        ts = T0 + np.arange(5000) * 7.3  # ~10 hours: several buckets and salts
+        values = np.sin(np.arange(5000))
+        assert store.write_points("train.loss", {"run": "r1"}, ts, values, steps=np.arange(5000)) == 5000
+        frame = store.read_points("train.loss", {"run": "r1"})
+        assert list(frame.columns) == ["ts", "value", "step"]
+        assert str(frame["ts"].dtype).startswith("datetime64") and str(frame["ts"].dt.tz) == "UTC"
+        assert len(frame) == 5000
+        assert frame["ts"].is_monotonic_increasing
+        seconds = (frame["ts"] - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+        np.testing.assert_allclose(seconds.to_numpy(), ts, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(frame["value"].to_numpy(), values)
+        assert frame["step"].tolist() == list(range(5000))
+
+    def test_half_open_range(self, store):
+        ts = T0 + np.arange(100.0)
+        store.write_points("m", {}, ts, np.arange(100.0))
+        frame = store.read_points("m", {}, start=T0 + 10, end=T0 + 20)
+        assert frame["value"].tolist() == list(range(10, 20))
+        start = datetime.fromtimestamp(T0 + 95, tz=timezone.utc)
+        assert store.read_points("m", None, start=start)["value"].tolist() == [95, 96, 97, 98, 99]
+
+    def test_writes_are_idempotent(self, store):
+        ts = T0 + np.arange(1000) * 60.0
+        for _ in range(3):
+            store.write_points("m", {"a": "1"}, ts, np.ones(1000))
+        assert len(store.read_points("m", {"a": "1"})) == 1000
+
+    def test_unsorted_input_is_read_back_sorted_and_steps_optional(self, store):
+        ts = T0 + np.array([50.0, 10.0, 30.0, 20.0])
+        store.write_points("m", {}, ts, [5.0, 1.0, 3.0, 2.0])
+        frame = store.read_points("m", {})
+        assert frame["value"].tolist() == [1.0, 2.0, 3.0, 5.0]
+        assert frame["step"].isna().all()
+
+    def test_timestamp_kinds(self, store):
+        when = datetime(2026, 11, 2, 12, 0, tzinfo=timezone.utc)
+        store.write_points("m", {}, [when], [1.0])
+        store.write_points("m", {}, np.array(["2026-11-02T13:00"], dtype="datetime64[s]"), [2.0])
+        store.write_points("m", {}, pd.DatetimeIndex([when + timedelta(hours=2)]), [3.0])
+        store.write_points("m", {}, when.timestamp() + 3 * 3600, 4.0)
+        frame = store.read_points("m", {})
+        assert frame["value"].tolist() == [1.0, 2.0, 3.0, 4.0]
+        assert frame["ts"].iloc[0] == pd.Timestamp(when)
+
+    def test_nan_is_kept_inf_refused_unless_allowed(self, store):
+        store.write_points("m", {}, [T0, T0 + 1], [float("nan"), 1.0])
+        with pytest.raises(ValidationError, match=r"values\[0\]"):
+            store.write_points("m", {}, [T0 + 2], [float("inf")])
+        store.write_points("m", {}, [T0 + 3], [float("-inf")], allow_inf=True)
+        values = store.read_points("m", {})["value"].tolist()
+        assert np.isnan(values[0]) and values[1:] == [1.0, float("-inf")]
+
+    def test_series_are_kept_apart_and_found_by_tags(self, store):
+        for model in ("a", "b"):
+            for env in ("prod", "dev"):
+                store.write_points("serve.latency_s", {"model": model, "env": env}, [T0], [1.0])
+        store.write_points("train.loss", {"model": "a"}, [T0], [2.0])
+        assert len(store.read_points("serve.latency_s", {"model": "a", "env": "prod"})) == 1
+        found = store.find_series("serve.latency_s", env="prod")
+        assert found == [Series("serve.latency_s", {"env": "prod", "model": "a"}),
+                         Series("serve.latency_s", {"env": "prod", "model": "b"})]
+        assert len(store.find_series(model="a")) == 3
+        assert len(store.find_series("serve.latency_s", model=["a", "b"], env="dev")) == 2
+        assert store.find_series("nope") == []
+
+    def test_downsampling_keeps_spikes(self, store):
+        n = 200_000
+        ts = T0 + np.arange(n) * 0.5
+        values = np.zeros(n)
+        values[123_457] = 100.0
+        values[7] = -50.0
+        store.write_points("m", {}, ts, values)
+        frame = store.read_points("m", {}, max_points=500)
+        assert len(frame) <= 500
+        assert frame["value"].max() == 100.0 and frame["value"].min() == -50.0
+        assert frame["ts"].is_monotonic_increasing
+
+    def test_aggregates_per_bucket(self, store):
+        rng = np.random.default_rng(1)
+        ts = T0 + np.arange(7200.0)  # two hours of 1 Hz
+        values = rng.normal(size=7200)
+        store.write_points("m", {}, ts, values)
+        agg = store.aggregate("m", {}, every=3600)
+        assert len(agg) == 2
+        first = values[:3600]
+        row = agg.iloc[0]
+        assert row["count"] == 3600
+        assert row["mean"] == pytest.approx(first.mean())
+        assert row["min"] == first.min() and row["max"] == first.max()
+        for name, q in (("p50", 50), ("p95", 95), ("p99", 99)):
+            assert row[name] == pytest.approx(np.percentile(first, q))
+
+    def test_hot_series_spreads_over_every_salt_bucket(self, store):
+        hours = 48
+        ts = T0 + np.arange(hours * 60) * 60.0
+        store.write_points("hot", {}, ts, np.ones(len(ts)))
+        report = store.hotspots()
+        used = [s for s, count in enumerate(report["points"]) if count]
+        assert len(used) == store.codec.salt_buckets
+        assert report["skew"] <= 1.5
+
+    def test_task_runs_newest_first_with_filters(self, store):
+        base = datetime(2026, 11, 3, 23, 0, tzinfo=timezone.utc)
+        runs = []
+        for i in range(6):  # crosses midnight: two day buckets
+            start = base + timedelta(minutes=30 * i)
+            runs.append(TaskRun("etl", "extract" if i % 2 else "load", f"run{i}", "success", attempt=1,
+                                started_at=start, ended_at=start + timedelta(seconds=i + 1), host="w1"))
+        runs.append(TaskRun("train", "fit", "run9", "failure", attempt=2, started_at=base,
+                            ended_at=base + timedelta(seconds=3), error_type="ValueError",
+                            error_message="bad", error_location="train.py:10"))
+        assert store.write_task_runs(runs) == 7
+        store.write_task_runs(runs[:2])  # idempotent
+        everything = store.read_task_runs()
+        assert len(everything) == 7
+        assert [r.started_at for r in everything] == sorted((r.started_at for r in everything), reverse=True)
+        extract = store.read_task_runs("etl", "extract")
+        assert [r.run_id for r in extract] == ["run5", "run3", "run1"]
+        assert extract[0].duration_s == 6.0
+        assert [r.run_id for r in store.read_task_runs("etl", limit=2)] == ["run5", "run4"]
+        window = store.read_task_runs("etl", start=base + timedelta(minutes=30), end=base + timedelta(minutes=90))
+        assert [r.run_id for r in window] == ["run2", "run1"]
+        [failed] = store.read_task_runs("train")
+        assert (failed.status, failed.attempt, failed.error_type, failed.error_location) == (
+            "failure", 2, "ValueError", "train.py:10")
+        assert store.list_tasks() == [("etl", "extract"), ("etl", "load"), ("train", "fit")]
+
+    def test_retention_hides_old_points_and_runs(self, store_factory):
+        store = store_factory(retention_s={"points": 3600, "tasks": 3600})
+        now = datetime.now(timezone.utc).timestamp()
+        store.write_points("m", {}, [now - 7200, now - 60], [1.0, 2.0])
+        assert store.read_points("m", {})["value"].tolist() == [2.0]
+        store.write_task_runs([
+            {"pipeline": "p", "task": "t", "run_id": "old", "status": "success", "started_at": now - 7200},
+            {"pipeline": "p", "task": "t", "run_id": "new", "status": "success", "started_at": now - 60},
+        ])
+        assert [r.run_id for r in store.read_task_runs("p")] == ["new"]
+        store.compact()
+        assert store.read_points("m", {})["value"].tolist() == [2.0]
