@@ -7,7 +7,7 @@ from tablewatch.errors import (
     TablewatchError,
     ValidationError,
 )
-from tablewatch.store import Series, Store, TaskRun, open_store
+from tablewatch.store import Series, Store, TaskRun, TrainingRun, open_store
 
 __version__ = "0.1.0"
 
@@ -18,6 +18,7 @@ __all__ = [
     "StoreUnavailable",
     "TablewatchError",
     "TaskRun",
+    "TrainingRun",
     "ValidationError",
     "open_store",
 ]

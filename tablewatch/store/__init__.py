@@ -4,6 +4,7 @@ time-series layer on top. Nothing here knows of Streamlit, Slack or Celery."""
 from tablewatch.store.backends import BACKENDS, open_backend
 from tablewatch.store.names import Series
 from tablewatch.store.table import Backend, GCPolicy, Table
+from tablewatch.store.runs import TrainingRun
 from tablewatch.store.tasks import TaskRun
 from tablewatch.store.timeseries import Store, StoreConfig, open_store
 
@@ -16,6 +17,7 @@ __all__ = [
     "StoreConfig",
     "Table",
     "TaskRun",
+    "TrainingRun",
     "open_backend",
     "open_store",
 ]

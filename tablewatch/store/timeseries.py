@@ -39,14 +39,15 @@ from tablewatch.store.downsample import aggregate, minmax_indices
 from tablewatch.store.keys import DAY_S, US_PER_S, KeyCodec, day_of, task_id
 from tablewatch.store.names import Series, series_id, validate_metric, validate_tags
 from tablewatch.store.table import Backend, GCPolicy, RowMutation, SetCell, prefix_end
+from tablewatch.store.runs import TrainingRun, validate_training_run
 from tablewatch.store.tasks import TaskRun, validate_task_run
 from tablewatch.store.timestamps import MAX_TS_US, now_us, optional_us, to_us, to_us_array
 
 SCHEMA_VERSION = 1
-META, SERIES, POINTS, TASKS = "tw_meta", "tw_series", "tw_points", "tw_tasks"
-TABLES = (META, SERIES, POINTS, TASKS)
+META, SERIES, POINTS, TASKS, RUNS = "tw_meta", "tw_series", "tw_points", "tw_tasks", "tw_runs"
+TABLES = (META, SERIES, POINTS, TASKS, RUNS)
 #: Which tables a retention setting applies to.
-RETENTION_TABLES = {"points": (POINTS,), "tasks": (TASKS,)}
+RETENTION_TABLES = {"points": (POINTS,), "tasks": (TASKS,), "runs": (RUNS,)}
 DAY_US = DAY_S * US_PER_S
 _DAY = struct.Struct(">I")
 
@@ -82,11 +83,13 @@ class Store:
         self._points = backend.table(POINTS)
         self._index = backend.table(SERIES)
         self._tasks = backend.table(TASKS)
+        self._runs = backend.table(RUNS)
         self._known_days: set[tuple[bytes, int]] = set()
         self._series_cache: dict[tuple, tuple[str, dict[str, str], bytes]] = {}
         self._lock = threading.Lock()
         self._points_max_age_us = self._max_age_us(POINTS)
         self._tasks_max_age_us = self._max_age_us(TASKS)
+        self._runs_max_age_us = self._max_age_us(RUNS)
 
     # -- set-up -------------------------------------------------------------------
 
@@ -104,10 +107,12 @@ class Store:
             SERIES: {"meta": GCPolicy(max_versions=1), "days": GCPolicy(max_versions=1, max_age_s=points_age)},
             POINTS: {"p": GCPolicy(max_versions=1, max_age_s=points_age)},
             TASKS: {"run": GCPolicy(max_versions=1, max_age_s=tasks_age)},
+            RUNS: {"run": GCPolicy(max_versions=1, max_age_s=retention.get("runs"))},
         }
         splits = {
             POINTS: [bytes([s]) for s in range(1, codec.salt_buckets)],
             TASKS: [bytes([s]) for s in range(1, codec.salt_buckets)],
+            RUNS: [bytes([s]) for s in range(1, codec.salt_buckets)],
         }
         for name in TABLES:
             if name not in existing:
@@ -306,6 +311,45 @@ class Store:
         ts, values, _ = self.read_arrays(metric, tags, start, end)
         return aggregate(ts, values, int(every * US_PER_S))
 
+    # -- events: task runs and training runs ---------------------------------------------
+    #
+    # Both are records filed under an entity (a pipeline's task, a training run
+    # name) and a time, one row each, found through the index's day cells.
+
+    def _write_events(self, table, events: list[tuple[bytes, bytes, dict, int, str, int, bytes]]) -> None:
+        """events: (entity id, index row key, index meta, time µs, record id, attempt, json)."""
+        rows, index, entities = [], [], []
+        for entity, index_key, meta, time_us, record_id, attempt, value in events:
+            day = day_of(time_us)
+            index += self._index_mutations(index_key, json.dumps(meta).encode(), entity, [day])
+            entities.append((entity, day))
+            key = self.codec.task_key(entity, time_us, record_id, attempt)
+            rows.append(RowMutation(key, [SetCell("run", b"json", value, time_us // 1000)]))
+        if index:
+            self._index.mutate_rows(_merge_rows(index))
+        if rows:
+            table.mutate_rows(rows)
+        for entity, day in entities:
+            self._remember_days(entity, [day])
+
+    def _read_events(
+        self, table, index_rows, entity_of, start: Any, end: Any, max_age_us: int | None
+    ) -> list[bytes]:
+        start_us = optional_us(start, "start") if start is not None else 0
+        end_us = optional_us(end, "end") if end is not None else MAX_TS_US
+        if max_age_us is not None:
+            start_us = max(start_us, now_us() - max_age_us)
+        ranges = []
+        for row in index_rows:
+            entity = entity_of(json.loads(row.value("meta", b"json")))
+            for qualifier in row.cells.get("days", {}):
+                day = _DAY.unpack(qualifier)[0]
+                if day * DAY_US < end_us and (day + 1) * DAY_US > start_us:
+                    ranges.append(self.codec.task_range(entity, day, start_us, end_us))
+        if not ranges:
+            return []
+        return [row.value("run", b"json") for row in table.scan_ranges(sorted(ranges))]
+
     # -- task runs ------------------------------------------------------------------------
 
     def write_task_runs(self, runs: Sequence[TaskRun | Mapping[str, Any]]) -> int:
@@ -313,23 +357,12 @@ class Store:
         written. Every run is checked before any is written. Idempotent: a run is
         identified by pipeline, task, run_id, attempt and time."""
         checked = [validate_task_run(run, i) for i, run in enumerate(runs)]
-        rows, index, entities = [], [], []
-        for run in checked:
-            tid = task_id(run.pipeline, run.task)
-            time_us = to_us(run.time)
-            day = day_of(time_us)
-            meta = json.dumps({"pipeline": run.pipeline, "task": run.task}).encode()
-            index += self._index_mutations(_task_row_key(run.pipeline, run.task), meta, tid, [day])
-            entities.append((tid, day))
-            key = self.codec.task_key(tid, time_us, run.run_id, run.attempt)
-            rows.append(RowMutation(key, [SetCell("run", b"json", run.to_json(), time_us // 1000)]))
-        if index:
-            self._index.mutate_rows(_merge_rows(index))
-        if rows:
-            self._tasks.mutate_rows(rows)
-        for tid, day in entities:
-            self._remember_days(tid, [day])
-        return len(rows)
+        self._write_events(self._tasks, [
+            (task_id(run.pipeline, run.task), _task_row_key(run.pipeline, run.task),
+             {"pipeline": run.pipeline, "task": run.task}, to_us(run.time), run.run_id, run.attempt, run.to_json())
+            for run in checked
+        ])
+        return len(checked)
 
     def list_tasks(self, pipeline: str | None = None) -> list[tuple[str, str]]:
         """(pipeline, task) pairs that have runs, sorted."""
@@ -350,26 +383,40 @@ class Store:
     ) -> list[TaskRun]:
         """Task runs filed (by start time) in ``[start, end)``, newest first,
         at most ``limit``; filtered by pipeline and task when given."""
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ValidationError("limit", limit, "must be a positive integer or None")
-        start_us = optional_us(start, "start") if start is not None else 0
-        end_us = optional_us(end, "end") if end is not None else MAX_TS_US
-        if self._tasks_max_age_us is not None:
-            start_us = max(start_us, now_us() - self._tasks_max_age_us)
+        _check_limit(limit)
         if task is not None and pipeline is None:
             raise ValidationError("pipeline", None, "is required when task is given")
         prefix = b"t" if pipeline is None else _task_row_key(pipeline, task or "")
-        scan = self._index.scan(prefix=prefix) if task is None else self._index.read_rows([prefix])
-        ranges = []
-        for row in scan:
-            data = json.loads(row.value("meta", b"json"))
-            tid = task_id(data["pipeline"], data["task"])
-            for qualifier in row.cells.get("days", {}):
-                day = _DAY.unpack(qualifier)[0]
-                if day * DAY_US < end_us and (day + 1) * DAY_US > start_us:
-                    ranges.append(self.codec.task_range(tid, day, start_us, end_us))
-        runs = [TaskRun.from_json(row.value("run", b"json")) for row in self._tasks.scan_ranges(sorted(ranges))] if ranges else []
+        index_rows = self._index.scan(prefix=prefix) if task is None else self._index.read_rows([prefix])
+        found = self._read_events(
+            self._tasks, index_rows, lambda m: task_id(m["pipeline"], m["task"]), start, end, self._tasks_max_age_us
+        )
+        runs = [TaskRun.from_json(raw) for raw in found]
         runs.sort(key=lambda r: (r.time, r.attempt), reverse=True)
+        return runs[:limit] if limit is not None else runs
+
+    # -- training runs ------------------------------------------------------------------------
+
+    def write_training_run(self, run: TrainingRun | Mapping[str, Any]) -> TrainingRun:
+        """Write (or replace) a training run; the checked run."""
+        checked = validate_training_run(dict(run) if isinstance(run, Mapping) else run)
+        self._write_events(self._runs, [
+            (_run_entity(checked.name), b"r" + checked.name.encode(), {"name": checked.name},
+             to_us(checked.started_at), checked.run_id, 0, checked.to_json())
+        ])
+        return checked
+
+    def read_training_runs(
+        self, name: str | None = None, start: Any = None, end: Any = None, limit: int | None = None
+    ) -> list[TrainingRun]:
+        """Training runs started in ``[start, end)``, newest first, of ``name``
+        (all names when None)."""
+        _check_limit(limit)
+        index_rows = self._index.scan(prefix=b"r") if name is None else self._index.read_rows([b"r" + name.encode()])
+        found = self._read_events(
+            self._runs, index_rows, lambda m: _run_entity(m["name"]), start, end, self._runs_max_age_us
+        )
+        runs = sorted((TrainingRun.from_json(raw) for raw in found), key=lambda r: r.started_at, reverse=True)
         return runs[:limit] if limit is not None else runs
 
     # -- maintenance --------------------------------------------------------------------------
@@ -435,6 +482,15 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.url!r}, salt_buckets={self.codec.salt_buckets}, bucket_seconds={self.codec.bucket_seconds})"
+
+
+def _check_limit(limit: Any) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValidationError("limit", limit, "must be a positive integer or None")
+
+
+def _run_entity(name: str) -> bytes:
+    return task_id("\x00run", name)
 
 
 def _task_row_key(pipeline: str, task: str) -> bytes:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tablewatch import Series, TaskRun
+from tablewatch import Series, TaskRun, TrainingRun
 from tablewatch.errors import ValidationError
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp()
@@ -148,6 +148,22 @@ class TimeSeriesContract:
         assert (failed.status, failed.attempt, failed.error_type, failed.error_location) == (
             "failure", 2, "ValueError", "train.py:10")
         assert store.list_tasks() == [("etl", "extract"), ("etl", "load"), ("train", "fit")]
+
+    def test_training_runs_are_replaced_when_they_end(self, store):
+        start = datetime(2026, 11, 5, 8, 0, tzinfo=timezone.utc)
+        store.write_training_run({"name": "ranker", "run_id": "r1", "status": "running", "started_at": start,
+                                  "params": {"lr": 0.01, "layers": 4, "optimizer": "adam"}})
+        store.write_training_run(TrainingRun("ranker", "r2", "running", start + timedelta(hours=1)))
+        store.write_training_run({"name": "ranker", "run_id": "r1", "status": "success", "started_at": start,
+                                  "ended_at": start + timedelta(minutes=30), "params": {"lr": 0.01, "layers": 4, "optimizer": "adam"},
+                                  "metrics": {"val.auc": 0.91}})
+        store.write_training_run(TrainingRun("other", "o1", "failure", start, error="OOM"))
+        runs = store.read_training_runs("ranker")
+        assert [(r.run_id, r.status) for r in runs] == [("r2", "running"), ("r1", "success")]
+        assert runs[1].params == {"lr": 0.01, "layers": 4, "optimizer": "adam"}
+        assert runs[1].metrics == {"val.auc": 0.91} and runs[1].duration_s == 1800.0
+        assert len(store.read_training_runs()) == 3
+        assert [r.run_id for r in store.read_training_runs(limit=1)] == ["r2"]
 
     def test_retention_hides_old_points_and_runs(self, store_factory):
         store = store_factory(retention_s={"points": 3600, "tasks": 3600})

@@ -1,0 +1,53 @@
+"""Shared helpers for the benchmarks: timing and the printed table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class Result:
+    section: str
+    name: str
+    figure: float
+    unit: str
+    target: str = ""
+    ok: bool | None = None
+    note: str = ""
+
+
+def best_of(repeat: int, fn: Callable[[], object]) -> float:
+    """The fastest of ``repeat`` runs of ``fn``, in seconds."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def fmt(figure: float, unit: str) -> str:
+    if unit in ("points/s", "rows/s", "req/s"):
+        return f"{figure:,.0f} {unit}"
+    if unit == "ms":
+        return f"{figure:,.1f} ms"
+    if unit == "x":
+        return f"{figure:,.1f}x"
+    return f"{figure:,.3g} {unit}"
+
+
+def print_table(results: list[Result]) -> None:
+    rows = [("section", "measurement", "figure", "target", "")]
+    for r in results:
+        mark = "" if r.ok is None else ("ok" if r.ok else "MISSED")
+        rows.append((r.section, r.name + (f" ({r.note})" if r.note else ""), fmt(r.figure, r.unit), r.target, mark))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    line = "  ".join("-" * w for w in widths)
+    print(line)
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) if j != 2 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))))
+        if i == 0:
+            print(line)
+    print(line)
