@@ -522,9 +522,9 @@ def _float_array(values: Any, field: str, allow_inf: bool) -> np.ndarray:
     if isinstance(values, np.ndarray) and values.dtype == np.float64 and values.ndim == 1:
         array = values
     else:
-        if isinstance(values, (int, float, np.number)) and not isinstance(values, bool):
+        if isinstance(values, (int, float, np.number, np.bool_)):
             values = [values]
-        if isinstance(values, (str, bytes, bool)) or values is None:
+        if isinstance(values, (str, bytes)) or values is None:
             raise ValidationTypeError(field, values, "must be numbers")
         try:
             array = np.asarray(values)
@@ -532,7 +532,7 @@ def _float_array(values: Any, field: str, allow_inf: bool) -> np.ndarray:
             raise ValidationTypeError(field, values, f"must be a one-dimensional array of numbers ({e})") from e
         if array.ndim != 1:
             raise ValidationError(field, values, f"must be one-dimensional, got {array.ndim} dimensions")
-        if array.dtype.kind in "iuf":
+        if array.dtype.kind in "iufb":  # booleans are numbers too: stored as 0.0 / 1.0
             array = array.astype(np.float64)
         else:
             array = _objects_to_float(array, field)
@@ -547,7 +547,7 @@ def _float_array(values: Any, field: str, allow_inf: bool) -> np.ndarray:
 def _objects_to_float(array: np.ndarray, field: str) -> np.ndarray:
     out = np.empty(len(array), dtype=np.float64)
     for i, item in enumerate(array):
-        if isinstance(item, (bool, np.bool_, str, bytes)) or item is None:
+        if isinstance(item, (str, bytes)) or item is None:
             raise ValidationTypeError(f"{field}[{i}]", item, "must be a number (use float('nan') for a missing value)")
         try:
             out[i] = float(item)

@@ -1,0 +1,37 @@
+"""Run the benchmarks and print one table: ``python -m bench [SECTION ...]``.
+
+Sections are modules of this package with a ``run() -> list[Result]``; with
+no argument every section runs. Figures are measured in this run, side by side
+with what a user would use instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from bench.common import print_table
+
+SECTIONS = {
+    "store": "bench.store_bench",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("sections", nargs="*", metavar="SECTION", help=f"any of {', '.join(SECTIONS)} (default: all)")
+    args = parser.parse_args(argv)
+    unknown = [s for s in args.sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    results = []
+    for name in args.sections or list(SECTIONS):
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        results.extend(importlib.import_module(SECTIONS[name]).run())
+    print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
