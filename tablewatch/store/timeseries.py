@@ -139,17 +139,17 @@ class Store:
     # -- series ---------------------------------------------------------------------
 
     def _resolve(self, metric: str, tags: Mapping[str, str] | None) -> tuple[str, dict[str, str], bytes]:
-        key = (metric, tuple(sorted(tags.items())) if isinstance(tags, Mapping) else tags)
         try:
+            key = (metric, tuple(sorted(tags.items())) if isinstance(tags, Mapping) else tags)
             cached = self._series_cache.get(key)
         except TypeError:
-            cached = None  # unhashable tag values: validate_tags names them
+            key, cached = None, None  # unsortable or unhashable tags: validate_tags names them
         if cached is not None:
             return cached
         metric = validate_metric(metric)
         clean = validate_tags(tags)
         found = (metric, clean, series_id(metric, clean))
-        if len(self._series_cache) < 100_000:
+        if key is not None and len(self._series_cache) < 100_000:
             self._series_cache[key] = found
         return found
 

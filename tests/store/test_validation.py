@@ -33,6 +33,8 @@ def store(tmp_path):
         ("m", {f"k{i}": "v" for i in range(17)}, [T0], [1.0], {}, ValidationError, "tags"),
         ("m", {"k": 3}, [T0], [1.0], {}, ValidationTypeError, "tags['k']"),
         ("m", {3: "v"}, [T0], [1.0], {}, ValidationTypeError, "tag name"),
+        ("m", {3: "v", "k": "w"}, [T0], [1.0], {}, ValidationTypeError, "tag name"),
+        ("m", {"k": ["unhashable"]}, [T0], [1.0], {}, ValidationTypeError, "tags['k']"),
         ("m", {"k": "a\nb"}, [T0], [1.0], {}, ValidationError, "tags['k']"),
         ("m", ["k", "v"], [T0], [1.0], {}, ValidationTypeError, "tags"),
         ("m", {}, [T0, T0 + 1], ["1.0", 2.0], {}, ValidationTypeError, "values[0]"),
