@@ -24,6 +24,7 @@ class BackendSpec(NamedTuple):
 
 BACKENDS: dict[str, BackendSpec] = {
     "sqlite": BackendSpec("tablewatch.store.sqlite.SQLiteBackend", "built in"),
+    "bigtable": BackendSpec("tablewatch.store.bigtable.BigtableBackend", "pip install google-cloud-bigtable"),
 }
 
 
