@@ -74,10 +74,10 @@ def validate_task_run(run: Any, index: int = 0) -> TaskRun:
         unknown = set(run) - {f.name for f in fields(TaskRun)}
         if unknown:
             raise ValidationError(f"{where}", sorted(unknown), "has unknown fields")
-        try:
-            run = TaskRun(**run)
-        except TypeError as e:
-            raise ValidationTypeError(where, run, f"is missing a field: {e}") from e
+        for name in ("pipeline", "task", "run_id", "status"):
+            if name not in run:
+                raise ValidationError(f"{where}.{name}", None, "is required")
+        run = TaskRun(**run)
     if not isinstance(run, TaskRun):
         raise ValidationTypeError(where, run, "must be a TaskRun or a dict")
     changes: dict[str, Any] = {}

@@ -14,6 +14,10 @@ Tables (all created on first open):
     :mod:`tablewatch.store.keys` and :mod:`tablewatch.store.chunks`).
 ``tw_tasks``
     task runs, one row per attempt.
+``tw_sketches``
+    distribution sketches of model features and predictions, one row per
+    (model, feature, time bucket), keyed like points, with their own index rows
+    (see :mod:`tablewatch.store.sketches`).
 
 Index rows are keyed by name rather than salted: they are written once per
 series per day, not per point, so they never carry a hot write load.
@@ -33,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from tablewatch.errors import TableExists, ValidationError, ValidationTypeError
-from tablewatch.store import chunks
+from tablewatch.store import chunks, sketches
 from tablewatch.store.backends import open_backend
 from tablewatch.store.downsample import aggregate, minmax_indices
 from tablewatch.store.keys import DAY_S, US_PER_S, KeyCodec, day_of, task_id
@@ -45,10 +49,14 @@ from tablewatch.store.timestamps import MAX_TS_US, now_us, optional_us, to_us, t
 
 SCHEMA_VERSION = 1
 META, SERIES, POINTS, TASKS, RUNS = "tw_meta", "tw_series", "tw_points", "tw_tasks", "tw_runs"
-TABLES = (META, SERIES, POINTS, TASKS, RUNS)
+SKETCHES = "tw_sketches"
+TABLES = (META, SERIES, POINTS, TASKS, RUNS, SKETCHES)
 #: Which tables a retention setting applies to.
-RETENTION_TABLES = {"points": (POINTS,), "tasks": (TASKS,), "runs": (RUNS,)}
+RETENTION_TABLES = {"points": (POINTS,), "tasks": (TASKS,), "runs": (RUNS,), "sketches": (SKETCHES,)}
 DAY_US = DAY_S * US_PER_S
+#: Index families recording the days that have data, one per kind of record so
+#: that each expires with its own table's retention.
+POINT_DAYS, TASK_DAYS, RUN_DAYS = "days", "task_days", "run_days"
 _DAY = struct.Struct(">I")
 
 
@@ -84,6 +92,7 @@ class Store:
         self._index = backend.table(SERIES)
         self._tasks = backend.table(TASKS)
         self._runs = backend.table(RUNS)
+        self._sketches = sketches.SketchTable(backend.table(SKETCHES), self.codec)
         self._known_days: set[tuple[bytes, int]] = set()
         self._series_cache: dict[tuple, tuple[str, dict[str, str], bytes]] = {}
         self._lock = threading.Lock()
@@ -104,15 +113,22 @@ class Store:
         tasks_age = retention.get("tasks")
         families = {
             META: {"config": GCPolicy(max_versions=1)},
-            SERIES: {"meta": GCPolicy(max_versions=1), "days": GCPolicy(max_versions=1, max_age_s=points_age)},
+            SERIES: {
+                "meta": GCPolicy(max_versions=1),
+                POINT_DAYS: GCPolicy(max_versions=1, max_age_s=points_age),
+                TASK_DAYS: GCPolicy(max_versions=1, max_age_s=tasks_age),
+                RUN_DAYS: GCPolicy(max_versions=1, max_age_s=retention.get("runs")),
+            },
             POINTS: {"p": GCPolicy(max_versions=1, max_age_s=points_age)},
             TASKS: {"run": GCPolicy(max_versions=1, max_age_s=tasks_age)},
             RUNS: {"run": GCPolicy(max_versions=1, max_age_s=retention.get("runs"))},
+            SKETCHES: sketches.table_families(retention.get("sketches")),
         }
         splits = {
             POINTS: [bytes([s]) for s in range(1, codec.salt_buckets)],
             TASKS: [bytes([s]) for s in range(1, codec.salt_buckets)],
             RUNS: [bytes([s]) for s in range(1, codec.salt_buckets)],
+            SKETCHES: [bytes([s]) for s in range(1, codec.salt_buckets)],
         }
         for name in TABLES:
             if name not in existing:
@@ -153,12 +169,14 @@ class Store:
             self._series_cache[key] = found
         return found
 
-    def _index_mutations(self, row_key: bytes, meta: bytes, entity: bytes, days: Iterable[int]) -> list[RowMutation]:
+    def _index_mutations(
+        self, row_key: bytes, meta: bytes, entity: bytes, days: Iterable[int], family: str
+    ) -> list[RowMutation]:
         new_days = [d for d in days if (entity, d) not in self._known_days]
         if not new_days:
             return []
         cells = [SetCell("meta", b"json", meta, 0)]
-        cells += [SetCell("days", _DAY.pack(d), b"", (d + 1) * DAY_S * 1000 - 1) for d in new_days]
+        cells += [SetCell(family, _DAY.pack(d), b"", (d + 1) * DAY_S * 1000 - 1) for d in new_days]
         return [RowMutation(row_key, cells)]
 
     def _remember_days(self, entity: bytes, days: Iterable[int]) -> None:
@@ -187,8 +205,8 @@ class Store:
     def series_days(self, metric: str, tags: Mapping[str, str] | None = None) -> list[int]:
         """Day indexes (days since the epoch, UTC) on which the series has points."""
         metric, clean, sid = self._resolve(metric, tags)
-        rows = self._index.read_rows([self._series_row_key(metric, sid)], columns=["days"])
-        return sorted(_DAY.unpack(q)[0] for q in rows[0].cells.get("days", {})) if rows else []
+        rows = self._index.read_rows([self._series_row_key(metric, sid)], columns=[POINT_DAYS])
+        return sorted(_DAY.unpack(q)[0] for q in rows[0].cells.get(POINT_DAYS, {})) if rows else []
 
     # -- points ---------------------------------------------------------------------------
 
@@ -209,6 +227,40 @@ class Store:
         ``allow_inf``); ``steps``: optional non-negative integers (training step).
         Idempotent: writing the same points again stores them once.
         """
+        return self._write_batches([self._point_batch(metric, tags, ts, values, steps, allow_inf)])
+
+    def write_points_many(self, batches: Iterable[Mapping[str, Any]], *, allow_inf: bool = False) -> int:
+        """Write points of several series in one round trip; the number written.
+
+        Each batch is a mapping with the arguments of :meth:`write_points`
+        (``metric``, ``tags``, ``ts``, ``values``, optional ``steps``). Every
+        batch is checked before any is written; an error names the batch, as in
+        ``batches[3].values[0]``.
+        """
+        prepared = []
+        for i, batch in enumerate(batches):
+            try:
+                if not isinstance(batch, Mapping):
+                    raise ValidationTypeError("", batch, "must be a mapping with metric, tags, ts, values")
+                unknown = set(batch) - {"metric", "tags", "ts", "values", "steps"}
+                if unknown:
+                    raise ValidationError("", sorted(unknown), "unknown keys (known: metric, tags, ts, values, steps)")
+                for required in ("metric", "ts", "values"):
+                    if required not in batch:
+                        raise ValidationError(required, None, "is required")
+                prepared.append(self._point_batch(
+                    batch["metric"], batch.get("tags"), batch["ts"], batch["values"], batch.get("steps"), allow_inf
+                ))
+            except ValidationError as e:
+                field = f"batches[{i}]" + (f".{e.field}" if e.field else "")
+                raise type(e)(field, e.value, e.problem) from e
+        return self._write_batches(prepared)
+
+    def _point_batch(
+        self, metric: str, tags: Any, ts: Any, values: Any, steps: Any, allow_inf: bool
+    ) -> tuple[list[RowMutation], list[RowMutation], bytes, set[int], int]:
+        """Check one series' points and build its mutations:
+        (point rows, index rows, series id, days, point count)."""
         metric, clean_tags, sid = self._resolve(metric, tags)
         ts_us = to_us_array(ts, "ts")
         vals = _float_array(values, "values", allow_inf)
@@ -218,7 +270,7 @@ class Store:
         if step_array is not None and len(step_array) != len(ts_us):
             raise ValidationError("steps", f"{len(step_array)} steps", f"must have one per timestamp ({len(ts_us)} ts)")
         if len(ts_us) == 0:
-            return 0
+            return [], [], sid, set(), 0
         if len(ts_us) > 1 and not (np.diff(ts_us) >= 0).all():
             order = np.argsort(ts_us, kind="stable")
             ts_us, vals = ts_us[order], vals[order]
@@ -237,12 +289,19 @@ class Store:
             rows.append(RowMutation(self.codec.point_key(sid, int(buckets[lo])), cells))
         days = set(np.unique(ts_us // DAY_US).tolist())
         meta = json.dumps({"metric": metric, "tags": clean_tags}).encode()
-        index = self._index_mutations(self._series_row_key(metric, sid), meta, sid, days)
+        index = self._index_mutations(self._series_row_key(metric, sid), meta, sid, days, POINT_DAYS)
+        return rows, index, sid, days, len(ts_us)
+
+    def _write_batches(self, prepared: list[tuple[list[RowMutation], list[RowMutation], bytes, set[int], int]]) -> int:
+        rows = [row for batch in prepared for row in batch[0]]
+        index = [row for batch in prepared for row in batch[1]]
         if index:
-            self._index.mutate_rows(index)  # index first: a reader never misses written points
-        self._points.mutate_rows(rows)
-        self._remember_days(sid, days)
-        return len(ts_us)
+            self._index.mutate_rows(_merge_rows(index))  # index first: a reader never misses written points
+        if rows:
+            self._points.mutate_rows(_merge_rows(rows))
+        for _, _, sid, days, _ in prepared:
+            self._remember_days(sid, days)
+        return sum(batch[4] for batch in prepared)
 
     def read_points(
         self,
@@ -316,12 +375,12 @@ class Store:
     # Both are records filed under an entity (a pipeline's task, a training run
     # name) and a time, one row each, found through the index's day cells.
 
-    def _write_events(self, table, events: list[tuple[bytes, bytes, dict, int, str, int, bytes]]) -> None:
+    def _write_events(self, table, family: str, events: list[tuple[bytes, bytes, dict, int, str, int, bytes]]) -> None:
         """events: (entity id, index row key, index meta, time µs, record id, attempt, json)."""
         rows, index, entities = [], [], []
         for entity, index_key, meta, time_us, record_id, attempt, value in events:
             day = day_of(time_us)
-            index += self._index_mutations(index_key, json.dumps(meta).encode(), entity, [day])
+            index += self._index_mutations(index_key, json.dumps(meta).encode(), entity, [day], family)
             entities.append((entity, day))
             key = self.codec.task_key(entity, time_us, record_id, attempt)
             rows.append(RowMutation(key, [SetCell("run", b"json", value, time_us // 1000)]))
@@ -333,7 +392,7 @@ class Store:
             self._remember_days(entity, [day])
 
     def _read_events(
-        self, table, index_rows, entity_of, start: Any, end: Any, max_age_us: int | None
+        self, table, family: str, index_rows, entity_of, start: Any, end: Any, max_age_us: int | None
     ) -> list[bytes]:
         start_us = optional_us(start, "start") if start is not None else 0
         end_us = optional_us(end, "end") if end is not None else MAX_TS_US
@@ -342,7 +401,7 @@ class Store:
         ranges = []
         for row in index_rows:
             entity = entity_of(json.loads(row.value("meta", b"json")))
-            for qualifier in row.cells.get("days", {}):
+            for qualifier in row.cells.get(family, {}):
                 day = _DAY.unpack(qualifier)[0]
                 if day * DAY_US < end_us and (day + 1) * DAY_US > start_us:
                     ranges.append(self.codec.task_range(entity, day, start_us, end_us))
@@ -357,7 +416,7 @@ class Store:
         written. Every run is checked before any is written. Idempotent: a run is
         identified by pipeline, task, run_id, attempt and time."""
         checked = [validate_task_run(run, i) for i, run in enumerate(runs)]
-        self._write_events(self._tasks, [
+        self._write_events(self._tasks, TASK_DAYS, [
             (task_id(run.pipeline, run.task), _task_row_key(run.pipeline, run.task),
              {"pipeline": run.pipeline, "task": run.task}, to_us(run.time), run.run_id, run.attempt, run.to_json())
             for run in checked
@@ -389,7 +448,7 @@ class Store:
         prefix = b"t" if pipeline is None else _task_row_key(pipeline, task or "")
         index_rows = self._index.scan(prefix=prefix) if task is None else self._index.read_rows([prefix])
         found = self._read_events(
-            self._tasks, index_rows, lambda m: task_id(m["pipeline"], m["task"]), start, end, self._tasks_max_age_us
+            self._tasks, TASK_DAYS, index_rows, lambda m: task_id(m["pipeline"], m["task"]), start, end, self._tasks_max_age_us
         )
         runs = [TaskRun.from_json(raw) for raw in found]
         runs.sort(key=lambda r: (r.time, r.attempt), reverse=True)
@@ -400,7 +459,7 @@ class Store:
     def write_training_run(self, run: TrainingRun | Mapping[str, Any]) -> TrainingRun:
         """Write (or replace) a training run; the checked run."""
         checked = validate_training_run(dict(run) if isinstance(run, Mapping) else run)
-        self._write_events(self._runs, [
+        self._write_events(self._runs, RUN_DAYS, [
             (_run_entity(checked.name), b"r" + checked.name.encode(), {"name": checked.name},
              to_us(checked.started_at), checked.run_id, 0, checked.to_json())
         ])
@@ -414,10 +473,27 @@ class Store:
         _check_limit(limit)
         index_rows = self._index.scan(prefix=b"r") if name is None else self._index.read_rows([b"r" + name.encode()])
         found = self._read_events(
-            self._runs, index_rows, lambda m: _run_entity(m["name"]), start, end, self._runs_max_age_us
+            self._runs, RUN_DAYS, index_rows, lambda m: _run_entity(m["name"]), start, end, self._runs_max_age_us
         )
         runs = sorted((TrainingRun.from_json(raw) for raw in found), key=lambda r: r.started_at, reverse=True)
         return runs[:limit] if limit is not None else runs
+
+    # -- distribution sketches (see tablewatch.store.sketches) ---------------------------------
+
+    def write_sketches(self, records: Sequence[sketches.SketchRecord | Mapping[str, Any]]) -> int:
+        """Write distribution sketch records (SketchRecord or their ``to_dict()``
+        forms); the number written. All are checked before any is written.
+        Idempotent; partial sketches of the same window are merged on read."""
+        return self._sketches.write(records)
+
+    def read_sketch(self, model: str, feature: str, start: Any = None, end: Any = None) -> sketches.DistributionSketch:
+        """The merged distribution of ``feature`` (``"__prediction__"`` for the
+        prediction) of ``model`` over every window starting in ``[start, end)``."""
+        return self._sketches.read(model, feature, start, end)
+
+    def list_sketched_features(self, model: str | None = None) -> list[tuple[str, str]]:
+        """(model, feature) pairs that have sketches, sorted."""
+        return self._sketches.features(model)
 
     # -- maintenance --------------------------------------------------------------------------
 

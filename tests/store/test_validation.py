@@ -77,6 +77,7 @@ def test_a_bad_batch_writes_nothing(store):
         ({"pipeline": "p", "task": "t", "run_id": "r", "status": "success", "attempt": 0, "started_at": T0},
          "runs[0].attempt"),
         ({"pipeline": "p", "task": "t", "run_id": "r", "status": "success"}, "runs[0]"),
+        ({"pipeline": "p", "task": "t", "status": "success", "started_at": T0}, "runs[0].run_id"),
         ({"pipeline": "p", "task": "t", "run_id": "r", "status": "success", "started_at": T0, "ended_at": T0 - 1},
          "runs[0].ended_at"),
         ({"pipeline": "p", "task": "t", "run_id": "r", "status": "success", "started_at": T0 * 1e3},

@@ -165,6 +165,46 @@ class TimeSeriesContract:
         assert len(store.read_training_runs()) == 3
         assert [r.run_id for r in store.read_training_runs(limit=1)] == ["r2"]
 
+    def test_write_points_many_series_at_once(self, store):
+        batches = [{"metric": "serve.latency_s", "tags": {"route": f"/r{i}"}, "ts": T0 + np.arange(100.0) * 60,
+                    "values": np.full(100, float(i))} for i in range(20)]
+        batches.append({"metric": "train.loss", "ts": [T0], "values": [0.5], "steps": [7]})
+        assert store.write_points_many(batches) == 20 * 100 + 1
+        assert store.read_points("serve.latency_s", {"route": "/r7"})["value"].tolist() == [7.0] * 100
+        assert store.read_points("train.loss")["step"].tolist() == [7]
+        with pytest.raises(ValidationError) as raised:
+            store.write_points_many([batches[0], {"metric": "m", "ts": [T0], "values": ["x"]}])
+        assert raised.value.field == "batches[1].values[0]"
+
+    def test_sketches_of_several_writers_merge_on_read(self, store):
+        from tablewatch.store.sketches import DistributionSketch, SketchRecord
+
+        values = np.random.default_rng(6).lognormal(0, 1, 3000)
+        start_us = int(T0 // 3600 * 3600 * 1_000_000)
+        records = []
+        for i, part in enumerate(np.array_split(values, 3)):
+            sketch = DistributionSketch.create()
+            sketch.numeric.add_many(part)
+            records.append(SketchRecord("ranker", "age", start_us, 3600, f"{i:016x}", 0, sketch))
+        assert store.write_sketches(records) == 3
+        store.write_sketches(records)  # a replay changes nothing
+        merged = store.read_sketch("ranker", "age")
+        assert merged.numeric.count == 3000
+        assert merged.numeric.quantile(0.5) == pytest.approx(np.median(values), rel=0.02)
+        assert store.list_sketched_features() == [("ranker", "age")]
+
+    def test_each_kind_of_record_keeps_its_own_retention(self, store_factory):
+        store = store_factory(retention_s={"points": 3600, "tasks": 30 * 86400, "runs": 30 * 86400})
+        two_days_ago = datetime.now(timezone.utc) - timedelta(days=2)
+        store.write_task_runs([{"pipeline": "p", "task": "t", "run_id": "r", "status": "success",
+                                "started_at": two_days_ago}])
+        store.write_training_run({"name": "n", "run_id": "r", "status": "success", "started_at": two_days_ago})
+        store.write_points("m", {}, [two_days_ago], [1.0])
+        store.compact()
+        assert [r.run_id for r in store.read_task_runs("p")] == ["r"]
+        assert [r.run_id for r in store.read_training_runs("n")] == ["r"]
+        assert store.read_points("m").empty
+
     def test_retention_hides_old_points_and_runs(self, store_factory):
         store = store_factory(retention_s={"points": 3600, "tasks": 3600})
         now = datetime.now(timezone.utc).timestamp()
