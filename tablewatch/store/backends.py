@@ -24,6 +24,7 @@ class BackendSpec(NamedTuple):
 
 BACKENDS: dict[str, BackendSpec] = {
     "sqlite": BackendSpec("tablewatch.store.sqlite.SQLiteBackend", "built in"),
+    "hbase": BackendSpec("tablewatch.store.hbase.HBaseBackend", "pip install happybase"),
     "bigtable": BackendSpec("tablewatch.store.bigtable.BigtableBackend", "pip install google-cloud-bigtable"),
 }
 
