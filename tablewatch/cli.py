@@ -74,6 +74,33 @@ def cmd_store_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    import os
+
+    from tablewatch.collectors.server import TOKEN_ENV, serve
+
+    serve(args.store, args.host, args.port, token=os.environ.get(TOKEN_ENV) or None,
+          max_body_bytes=args.max_body_bytes, max_items=args.max_items, log_level=args.log_level)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    import os
+
+    from tablewatch.collectors import push
+    from tablewatch.collectors.server import TOKEN_ENV
+
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    return push.main(args.metric, args.value, tags=args.tag, step=args.step, ts=args.ts,
+                     store=args.store, server=args.server, token=token)
+
+
+def cmd_gateway_hbase_thrift(args: argparse.Namespace) -> int:
+    from tablewatch.gateway.hbase_thrift import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tablewatch", description="Monitoring store for ML systems.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -90,6 +117,39 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "compact":
             sub.add_argument("--json", action="store_true", help="print JSON")
         sub.set_defaults(handler=handler)
+
+    server = commands.add_parser("server", help="serve the HTTP ingest API (token: $TABLEWATCH_INGEST_TOKEN)")
+    server.add_argument("--store", help="store URL (default: $TABLEWATCH_STORE, else ./tablewatch.db)")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    server.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    server.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="larger bodies get 413")
+    server.add_argument("--max-items", type=int, default=100_000, help="most points or runs per request")
+    server.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    server.set_defaults(handler=cmd_server)
+
+    push = commands.add_parser("push", help="write one point (for shell scripts); exit 2 on bad input")
+    push.add_argument("metric", metavar="METRIC")
+    push.add_argument("value", metavar="VALUE")
+    push.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="a tag (repeatable)")
+    push.add_argument("--step", help="training step (integer >= 0)")
+    push.add_argument("--ts", help="epoch seconds or ISO-8601 (default: now)")
+    target = push.add_mutually_exclusive_group()
+    target.add_argument("--store", help="store URL (default: $TABLEWATCH_STORE, else ./tablewatch.db)")
+    target.add_argument("--server", help="ingest server URL, e.g. http://127.0.0.1:8080")
+    push.add_argument("--token", help="bearer token for --server (default: $TABLEWATCH_INGEST_TOKEN)")
+    push.set_defaults(handler=cmd_push)
+
+    gateway_parser = commands.add_parser("gateway", help="serve a store over another system's wire protocol")
+    gateway_commands = gateway_parser.add_subparsers(dest="gateway_command", required=True, metavar="PROTOCOL")
+    hbase = gateway_commands.add_parser("hbase-thrift", help="the HBase Thrift v1 API (happybase) over a store")
+    hbase.add_argument("--store", help="store URL to serve (default: $TABLEWATCH_STORE, else ./tablewatch.db)")
+    hbase.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    hbase.add_argument("--port", type=int, default=9090, help="port to listen on (default: 9090; 0 picks a free one)")
+    hbase.add_argument("--transport", choices=["buffered", "framed"], default="buffered",
+                       help="Thrift transport; clients must use the same (default: buffered)")
+    hbase.add_argument("--protocol", choices=["binary", "compact"], default="binary",
+                       help="Thrift protocol; clients must use the same (default: binary)")
+    hbase.set_defaults(handler=cmd_gateway_hbase_thrift)
     return parser
 
 
