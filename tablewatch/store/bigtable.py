@@ -88,6 +88,7 @@ from tablewatch.store.table import (
     SetCell,
     TableInfo,
     check_row_key,
+    check_set_cell,
     normalize_columns,
     prefix_end,
 )
@@ -687,14 +688,8 @@ class BigtableTable:
         if family is not None and family not in families:
             raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
         if isinstance(mutation, SetCell):
-            if not isinstance(mutation.value, (bytes, bytearray, memoryview)):
-                raise ValidationError("value", mutation.value, "cell values must be bytes")
-            if not isinstance(mutation.qualifier, (bytes, bytearray, memoryview)):
-                raise ValidationError("qualifier", mutation.qualifier, "must be bytes")
-            ts = mutation.timestamp_ms
-            if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
-                raise ValidationError("timestamp_ms", ts, "must be an integer >= 0 (milliseconds since the epoch)")
-            return BigtableSetCell(family, bytes(mutation.qualifier), bytes(mutation.value), int(ts) * 1000)
+            check_set_cell(mutation)
+            return BigtableSetCell(family, bytes(mutation.qualifier), bytes(mutation.value), mutation.timestamp_ms * 1000)
         if isinstance(mutation, DeleteCells):
             if mutation.qualifier is None:
                 return DeleteAllFromFamily(family)

@@ -84,6 +84,7 @@ from tablewatch.store.table import (
     SetCell,
     TableInfo,
     check_row_key,
+    check_set_cell,
     normalize_columns,
     prefix_end,
 )
@@ -100,8 +101,6 @@ URL_OPTIONS = ("pool_size", "protocol", "table_prefix", "timeout_s", "transport"
 UNLIMITED_VERSIONS = 2**31 - 1
 #: ``TTL`` meaning "forever" (HBase's HConstants.FOREVER).
 FOREVER_TTL_S = 2**31 - 1
-#: 2**63 - 1 is HBase's LATEST_TIMESTAMP ("no timestamp"), so the last usable one is below.
-MAX_TIMESTAMP_MS = 2**63 - 2
 TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 FAMILY_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 TABLE_PREFIX_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*:)?[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -606,13 +605,7 @@ def _check_mutation(table: str, families: Mapping[str, GCPolicy], mutation: Any)
         if mutation.qualifier is not None and not isinstance(mutation.qualifier, (bytes, bytearray)):
             raise ValidationError("qualifier", mutation.qualifier, "must be bytes")
         return
-    if not isinstance(mutation.qualifier, (bytes, bytearray)):
-        raise ValidationError("qualifier", mutation.qualifier, "must be bytes")
-    if not isinstance(mutation.value, (bytes, bytearray, memoryview)):
-        raise ValidationError("value", mutation.value, "cell values must be bytes")
-    ts = mutation.timestamp_ms
-    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX_TIMESTAMP_MS:
-        raise ValidationError("timestamp_ms", ts, f"must be an integer from 0 to {MAX_TIMESTAMP_MS}")
+    check_set_cell(mutation)
 
 
 def _plan(rows: Mapping[bytes, Sequence[Mutation]], families: Mapping[str, GCPolicy]

@@ -15,11 +15,13 @@ primary key order is the Table API's order, newest version first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -43,6 +45,7 @@ from tablewatch.store.table import (
     SetCell,
     TableInfo,
     check_row_key,
+    check_set_cell,
     normalize_columns,
     prefix_end,
 )
@@ -75,6 +78,13 @@ def parse_sqlite_url(url: str) -> tuple[Path, dict[str, str]]:
     return Path(path), options
 
 
+class _ThreadConnection:
+    __slots__ = ("connection", "__weakref__")
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+
 class SQLiteBackend:
     """All tables in one SQLite file. Thread-safe: one connection per thread."""
 
@@ -100,9 +110,9 @@ class SQLiteBackend:
     # -- connections -------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            return connection
+        holder = getattr(self._local, "holder", None)
+        if holder is not None:
+            return holder.connection
         if self._closed:
             raise StoreError(f"store {self.url!r} is closed")
         if self.path.parent and not self.path.parent.exists():
@@ -122,10 +132,22 @@ class SQLiteBackend:
         if mode.lower() != "wal":
             raise StoreUnavailable(self.url, f"cannot switch to WAL mode (got {mode!r})")
         connection.execute(f"PRAGMA synchronous = {self.synchronous}")
-        self._local.connection = connection
+        # The connection lives as long as its thread: when the thread ends, its
+        # thread-local holder is collected and the connection closed, so a
+        # threaded server over this backend does not leak file descriptors.
+        holder = _ThreadConnection(connection)
+        self._local.holder = holder
         with self._lock:
             self._connections.append(connection)
+        weakref.finalize(holder, self._forget, connection)
         return connection
+
+    def _forget(self, connection: sqlite3.Connection) -> None:
+        with self._lock:
+            if connection in self._connections:
+                self._connections.remove(connection)
+        with contextlib.suppress(sqlite3.Error):
+            connection.close()
 
     class _Errors:
         def __init__(self, backend: SQLiteBackend, action: str) -> None:
@@ -263,8 +285,7 @@ class SQLiteTable:
                 if family is not None and family not in families:
                     raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
                 if isinstance(mutation, SetCell):
-                    if not isinstance(mutation.value, (bytes, bytearray, memoryview)):
-                        raise ValidationError("value", mutation.value, "cell values must be bytes")
+                    check_set_cell(mutation)
         connection = self.backend._connection()
         with self.backend._write_lock, self.backend._errors(f"write to {self.name}"):
             connection.execute("BEGIN IMMEDIATE")

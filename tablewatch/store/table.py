@@ -34,6 +34,9 @@ Column = Union[str, "tuple[str, bytes]"]
 
 MAX_ROW_KEY_BYTES = 4096
 MAX_QUALIFIER_BYTES = 1024
+#: Cell timestamps are milliseconds from 0 up to what Bigtable's microseconds
+#: can hold (HBase reserves 2**63-1 as "latest"; this stays well below it).
+MAX_TIMESTAMP_MS = 2**63 // 1000 - 1
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,19 @@ def check_row_key(key: bytes) -> None:
         raise ValidationError("row key", key, "must not be empty")
     if len(key) > MAX_ROW_KEY_BYTES:
         raise ValidationError("row key", key[:32], f"is {len(key)} bytes, over {MAX_ROW_KEY_BYTES}")
+
+
+def check_set_cell(mutation: SetCell) -> None:
+    """The checks every backend makes on a SetCell before sending it."""
+    if not isinstance(mutation.qualifier, (bytes, bytearray)):
+        raise ValidationError("qualifier", mutation.qualifier, "must be bytes")
+    if len(mutation.qualifier) > MAX_QUALIFIER_BYTES:
+        raise ValidationError("qualifier", mutation.qualifier[:32], f"is over {MAX_QUALIFIER_BYTES} bytes")
+    if not isinstance(mutation.value, (bytes, bytearray, memoryview)):
+        raise ValidationError("value", mutation.value, "cell values must be bytes")
+    ts = mutation.timestamp_ms
+    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX_TIMESTAMP_MS:
+        raise ValidationError("timestamp_ms", ts, f"must be an integer of milliseconds from 0 to {MAX_TIMESTAMP_MS}")
 
 
 def prefix_end(prefix: bytes) -> bytes | None:

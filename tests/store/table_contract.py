@@ -85,6 +85,12 @@ class TableContract:
         [row] = table.read_rows([key])
         assert row.value("a", b"\x00\xff") == value
 
+    @pytest.mark.parametrize("ts", [-1, 2**63, 1.5, True])
+    def test_bad_timestamps_are_refused(self, table, ts):
+        with pytest.raises(ValidationError, match="timestamp_ms"):
+            put(table, b"r", "a", b"q", b"x", ts)
+        assert table.read_rows([b"r"]) == []
+
     def test_unknown_family_is_refused(self, table):
         with pytest.raises(ValidationError, match="family"):
             put(table, b"r", "nope", b"q", b"x")

@@ -32,3 +32,23 @@ class TestSQLiteTable(TableContract):
 
 class TestSQLiteTimeSeries(TimeSeriesContract):
     pass
+
+
+def test_threads_do_not_leak_connections(tmp_path):
+    import os
+    import threading
+
+    backend = SQLiteBackend(f"sqlite:///{tmp_path}/threads.db")
+    backend.list_tables()
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    for _ in range(50):
+        thread = threading.Thread(target=backend.list_tables)
+        thread.start()
+        thread.join()
+    assert open_fds() - before < 5
+    assert len(backend._connections) <= 2
+    backend.close()
