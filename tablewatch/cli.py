@@ -35,14 +35,14 @@ def cmd_store_info(args: argparse.Namespace) -> int:
     print(f"salt buckets   {info['salt_buckets']}")
     print(f"time bucket    {info['bucket_seconds']} s")
     print()
-    print(f"{'table':<14} {'rows':>10}  families (gc policy)")
+    print(f"{'table':<14} {'rows':>10} {'splits':>6}  families (gc policy)")
     for table in info["tables"]:
         families = ", ".join(
             f"{name} (versions={policy['max_versions'] or 'all'}, max age={_format_age(policy['max_age_s'])})"
             for name, policy in table["families"].items()
         )
-        rows = f"{table['rows']}" if table["rows_exact"] else f"~{table['rows']}"
-        print(f"{table['name']:<14} {rows:>10}  {families}")
+        rows = f"{table['rows']}" if table["rows_exact"] else f">={table['rows']}"
+        print(f"{table['name']:<14} {rows:>10} {table['splits']:>6}  {families}")
     return 0
 
 

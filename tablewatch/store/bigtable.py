@@ -538,7 +538,10 @@ class _ReadPlan:
     applied again to what comes back: GC on Bigtable is lazy, and the client
     check costs little."""
 
-    def __init__(self, families: Mapping[str, GCPolicy], columns: Iterable[Column] | None, versions: int) -> None:
+    def __init__(
+        self, families: Mapping[str, GCPolicy], columns: Iterable[Column] | None, versions: int, keys_only: bool = False
+    ) -> None:
+        self.keys_only = keys_only
         if isinstance(versions, bool) or not isinstance(versions, int) or versions < 1:
             raise ValidationError("versions", versions, "must be an integer >= 1")
         wanted = normalize_columns(columns)
@@ -578,6 +581,8 @@ class _ReadPlan:
                 steps.append(row_filters.TimestampRangeFilter(start=start))
             steps.append(row_filters.CellsColumnLimitFilter(keep))
             branches.append(steps[0] if len(steps) == 1 else row_filters.RowFilterChain(steps))
+        if self.keys_only:
+            return row_filters.RowFilterChain([_union(branches), row_filters.StripValueTransformerFilter(True)])
         return _union(branches)
 
     def row(self, found) -> Row | None:
@@ -731,12 +736,13 @@ class BigtableTable:
         limit: int | None = None,
         columns: Iterable[Column] | None = None,
         versions: int = 1,
+        keys_only: bool = False,
     ) -> Iterator[Row]:
         if prefix is not None:
             if start is not None or end is not None:
                 raise ValidationError("prefix", prefix, "cannot be combined with start/end")
             start, end = prefix, prefix_end(prefix)
-        return self.scan_ranges([(start, end)], limit=limit, columns=columns, versions=versions)
+        return self.scan_ranges([(start, end)], limit=limit, columns=columns, versions=versions, keys_only=keys_only)
 
     def scan_ranges(
         self,
@@ -745,12 +751,13 @@ class BigtableTable:
         limit: int | None = None,
         columns: Iterable[Column] | None = None,
         versions: int = 1,
+        keys_only: bool = False,
     ) -> Iterator[Row]:
         """Rows of several half-open ranges in one ReadRows query per page of
         :data:`SCAN_PAGE_ROWS` rows, in key order."""
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValidationError("limit", limit, "must be >= 1 or None")
-        plan = _ReadPlan(self._families, columns, versions)
+        plan = _ReadPlan(self._families, columns, versions, keys_only=keys_only)
         todo: list[tuple[bytes | None, bytes | None]] = []
         for start, end in ranges:
             start = start or None  # b"" is unbounded too

@@ -408,7 +408,10 @@ class _Reader:
     happybase returns (``{b"family:qualifier": (value, ts)}`` per row)."""
 
     def __init__(self, table: str, families: Mapping[str, GCPolicy], columns: Iterable[Column] | None,
-                 versions: int) -> None:
+                 versions: int, keys_only: bool = False) -> None:
+        self.keys_only = keys_only
+        #: HBase's filter language: cells come back with empty values
+        self.filter = b"KeyOnlyFilter()" if keys_only else None
         if isinstance(versions, bool) or not isinstance(versions, int) or versions < 1:
             raise ValidationError("versions", versions, "must be >= 1")
         wanted = normalize_columns(columns)
@@ -452,8 +455,8 @@ class _Reader:
                     for qualifier in columns:
                         versions = table.cells(key, family.encode() + b":" + qualifier, versions=keep,
                                                include_timestamp=True)
-                        columns[qualifier] = [Cell(v, ts) for v, ts in versions if self._fresh(family, ts)] \
-                            or columns[qualifier]
+                        columns[qualifier] = [Cell(b"" if self.keys_only else v, ts) for v, ts in versions
+                                              if self._fresh(family, ts)] or columns[qualifier]
             rows.append(Row(key, {f: dict(sorted(cells[f].items())) for f in sorted(cells)}))
         return rows
 
@@ -527,12 +530,13 @@ class HBaseTable:
         limit: int | None = None,
         columns: Iterable[Column] | None = None,
         versions: int = 1,
+        keys_only: bool = False,
     ) -> Iterator[Row]:
         if prefix is not None:
             if start is not None or end is not None:
                 raise ValidationError("prefix", prefix, "cannot be combined with start/end")
             start, end = prefix, prefix_end(prefix)
-        return self.scan_ranges([(start, end)], limit=limit, columns=columns, versions=versions)
+        return self.scan_ranges([(start, end)], limit=limit, columns=columns, versions=versions, keys_only=keys_only)
 
     def scan_ranges(
         self,
@@ -541,10 +545,11 @@ class HBaseTable:
         limit: int | None = None,
         columns: Iterable[Column] | None = None,
         versions: int = 1,
+        keys_only: bool = False,
     ) -> Iterator[Row]:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValidationError("limit", limit, "must be >= 1 or None")
-        reader = _Reader(self.name, self._families, columns, versions)
+        reader = _Reader(self.name, self._families, columns, versions, keys_only=keys_only)
         ordered = sorted(ranges, key=lambda r: r[0] or b"")
         return self._scan(ordered, reader, limit)
 
@@ -566,7 +571,8 @@ class HBaseTable:
                 def fetch(connection: happybase.Connection, position=position, want=want):
                     table = connection.table(self.name)
                     fetched = list(table.scan(row_start=position, row_stop=end, columns=reader.columns,
-                                              batch_size=want, limit=want, include_timestamp=True))
+                                              filter=reader.filter, batch_size=want, limit=want,
+                                              include_timestamp=True))
                     return len(fetched), (fetched[-1][0] if fetched else None), reader.rows(table, fetched)
 
                 count, last, rows = self.backend._call(f"scan {self.name}", fetch, table=self.name)

@@ -17,6 +17,9 @@ Shared conventions, stated once:
 - ``columns`` filters what a read returns: an iterable whose items are a family
   name (the whole family) or a ``(family, qualifier)`` pair.
 - ``versions`` is how many versions of each cell a read returns, newest first.
+- ``keys_only`` (scans) returns every cell with an empty value: keys,
+  qualifiers and timestamps only, without moving the data (Bigtable's strip
+  value transformer, HBase's KeyOnlyFilter).
 - A cell older than its family's ``max_age_s`` is never returned, and a cell
   beyond its family's ``max_versions`` is never returned; ``compact()`` removes
   both for good (Bigtable and HBase do this on their own schedule).
@@ -145,6 +148,7 @@ class Table(Protocol):
         limit: int | None = None,
         columns: Iterable[Column] | None = None,
         versions: int = 1,
+        keys_only: bool = False,
     ) -> Iterator[Row]:
         """Rows with ``start <= key < end`` (or starting with ``prefix``), in key
         order, at most ``limit`` of them. Rows with no matching cell are skipped."""
@@ -157,6 +161,7 @@ class Table(Protocol):
         limit: int | None = None,
         columns: Iterable[Column] | None = None,
         versions: int = 1,
+        keys_only: bool = False,
     ) -> Iterator[Row]:
         """Rows of several half-open ranges, in key order (one request where the
         backend can). Ranges may not overlap."""

@@ -54,6 +54,8 @@ TABLES = (META, SERIES, POINTS, TASKS, RUNS, SKETCHES)
 #: Which tables a retention setting applies to.
 RETENTION_TABLES = {"points": (POINTS,), "tasks": (TASKS,), "runs": (RUNS,), "sketches": (SKETCHES,)}
 DAY_US = DAY_S * US_PER_S
+#: ``info()`` counts rows by scanning keys up to this many where the backend cannot count.
+ROW_COUNT_LIMIT = 1_000_000
 #: Index families recording the days that have data, one per kind of record so
 #: that each expires with its own table's retention.
 POINT_DAYS, TASK_DAYS, RUN_DAYS = "days", "task_days", "run_days"
@@ -502,24 +504,30 @@ class Store:
         this; Bigtable and HBase collect garbage on their own). Cells removed."""
         return sum(self.backend.table(name).compact() for name in TABLES)
 
-    def info(self) -> dict[str, Any]:
-        """Tables, families with their GC policies, row counts, and the key
-        layout. Row counts are exact where the backend can count cheaply
-        (``count_rows``), else estimated from sampled row keys (marked ``~``)."""
+    def info(self, count_limit: int = ROW_COUNT_LIMIT) -> dict[str, Any]:
+        """Tables, families with their GC policies, row counts, splits, and the
+        key layout. Rows are counted exactly where the backend can count cheaply
+        (``count_rows``), else by a keys-only scan that stops at ``count_limit``
+        rows (``rows_exact`` False: there are at least that many). ``splits`` is
+        how many pieces (tablets, regions) the backend's sampled row keys cut the
+        table into."""
         tables = []
         for name in self.backend.list_tables():
             table_info = self.backend.table_info(name)
+            table = self.backend.table(name)
             count_rows = getattr(self.backend, "count_rows", None)
             if count_rows is not None:
                 rows, exact = count_rows(name), True
             else:
-                rows, exact = len(self.backend.table(name).sample_row_keys()), False
+                rows = sum(1 for _ in table.scan(keys_only=True, limit=count_limit))
+                exact = rows < count_limit
             tables.append({
                 "name": name,
                 "families": {f: {"max_versions": p.max_versions, "max_age_s": p.max_age_s}
                              for f, p in table_info.families.items()},
                 "rows": rows,
                 "rows_exact": exact,
+                "splits": len(table.sample_row_keys()) + 1,
             })
         return {
             "url": self.url,
@@ -534,7 +542,7 @@ class Store:
         (max / mean points per bucket; 1.0 is perfectly even)."""
         points: Counter[int] = Counter()
         rows: Counter[int] = Counter()
-        for row in self._points.scan(columns=["p"]):
+        for row in self._points.scan(columns=["p"], keys_only=True):  # counts are in the qualifiers
             salt = row.key[0]
             rows[salt] += 1
             points[salt] += sum(chunks.count_of(q) for q in row.cells.get("p", {}))

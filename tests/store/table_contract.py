@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from tablewatch.errors import TableExists, TableNotFound, ValidationError
-from tablewatch.store.table import DeleteCells, DeleteRow, GCPolicy, RowMutation, SetCell
+from tablewatch.store.table import Cell, DeleteCells, DeleteRow, GCPolicy, RowMutation, SetCell
 
 NOW_MS = int(time.time() * 1000)
 
@@ -160,6 +160,16 @@ class TableContract:
         assert row.cells == {"a": {b"y": row.cells["a"][b"y"]}} and row.value("a", b"y") == b"2"
         # rows with no matching cell are left out
         assert [r.key for r in table.scan(columns=[("a", b"x")])] == [b"r"]
+
+    def test_keys_only_scan_returns_no_values(self, table):
+        table.mutate_rows([RowMutation(k, [SetCell("a", b"q", b"x" * 1000, NOW_MS), SetCell("v", b"r", b"y", NOW_MS - 1)])
+                           for k in (b"k1", b"k2")])
+        rows = list(table.scan(keys_only=True))
+        assert [r.key for r in rows] == [b"k1", b"k2"]
+        assert rows[0].cells["a"][b"q"][0] == Cell(b"", NOW_MS)
+        assert rows[0].cells["v"][b"r"][0] == Cell(b"", NOW_MS - 1)
+        assert [r.key for r in table.scan_ranges([(b"k2", None)], keys_only=True, columns=["v"])] == [b"k2"]
+        assert next(table.scan()).value("a", b"q") == b"x" * 1000
 
     def test_scan_ranges(self, table):
         keys = [bytes([i]) + b"k" for i in range(10)]

@@ -123,6 +123,17 @@ class TimeSeriesContract:
         assert len(used) == store.codec.salt_buckets
         assert report["skew"] <= 1.5
 
+    def test_info_counts_rows_and_knows_the_layout(self, store):
+        store.write_points("m", {}, T0 + np.arange(5) * 3600.0, np.ones(5))  # 5 hourly buckets: 5 rows
+        info = store.info()
+        tables = {t["name"]: t for t in info["tables"]}
+        assert tables["tw_points"]["rows"] == 5 and tables["tw_points"]["rows_exact"]
+        assert tables["tw_points"]["families"]["p"]["max_versions"] == 1
+        assert info["salt_buckets"] == store.codec.salt_buckets
+        if not hasattr(store.backend, "count_rows"):  # counted by a keys-only scan that stops at the limit
+            capped = {t["name"]: t for t in store.info(count_limit=3)["tables"]}["tw_points"]
+            assert (capped["rows"], capped["rows_exact"]) == (3, False)
+
     def test_task_runs_newest_first_with_filters(self, store):
         base = datetime(2026, 11, 3, 23, 0, tzinfo=timezone.utc)
         runs = []
