@@ -15,6 +15,8 @@ from bench.common import print_table
 
 SECTIONS = {
     "store": "bench.store_bench",
+    "backends": "bench.backends_bench",
+    "collectors": "bench.collectors_bench",
 }
 
 

@@ -8,10 +8,12 @@ from tablewatch.errors import (
     ValidationError,
 )
 from tablewatch.store import Series, Store, TaskRun, TrainingRun, open_store
+from tablewatch.collectors import Collector
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Collector",
     "Series",
     "Store",
     "StoreError",

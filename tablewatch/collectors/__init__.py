@@ -1,0 +1,17 @@
+"""Collectors: how metrics get into a tablewatch store.
+
+- :class:`Collector` (``tablewatch.Collector``) — the SDK: buffered ``log()``,
+  background flush, disk spool, training runs, task runs and retries.
+- :mod:`~tablewatch.collectors.spool` — the disk spool format and its replay.
+- :mod:`~tablewatch.collectors.training` — :class:`Run` and system metrics.
+- :mod:`~tablewatch.collectors.tracking` — :class:`TaskTimer` and ``track``.
+
+Importing this package starts nothing: a collector's thread and its ``atexit``
+hook exist only once a :class:`Collector` is created.
+"""
+
+from tablewatch.collectors.sdk import Collector, CollectorClosed
+from tablewatch.collectors.tracking import TaskAttempt, TaskTimer
+from tablewatch.collectors.training import Run
+
+__all__ = ["Collector", "CollectorClosed", "Run", "TaskAttempt", "TaskTimer"]
