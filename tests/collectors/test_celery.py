@@ -3,6 +3,7 @@ backend), recording through a real Collector into a real store."""
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -64,6 +65,8 @@ def recorded(tmp_path_factory):
     """Run the tasks on a real worker once; yield the store."""
     path = tmp_path_factory.mktemp("celery") / "tasks.db"
     app = make_app()
+    root = logging.getLogger()
+    saved = root.level, list(root.handlers)  # the worker reconfigures logging: give it back after
     with open_store(f"sqlite:///{path}") as store:
         with Collector(store, flush_interval=60, spool_dir=path.parent / "spool") as collector:
             handle = instrument(app, collector)
@@ -74,6 +77,8 @@ def recorded(tmp_path_factory):
                     app.tasks["etl.broken"].delay().get(timeout=30, interval=0.01)
             handle.disconnect()
             collector.flush()
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
         yield store
 
 

@@ -9,25 +9,9 @@ import time
 
 import pytest
 
-from tablewatch import Collector
 from tablewatch.errors import ValidationError, ValidationTypeError
-from tablewatch.store import open_store
 
 HERE = __file__
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path}/tw.db")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def collector(store):
-    collector = Collector(store, flush_interval=3600)
-    yield collector
-    collector.close(timeout=0)
 
 
 def by_attempt(runs):

@@ -11,26 +11,10 @@ import threading
 
 import pytest
 
-from tablewatch import Collector
 from tablewatch.collectors.training import GpuSample, SystemSampler, parse_nvidia_smi
 from tablewatch.errors import TablewatchError, ValidationError
-from tablewatch.store import open_store
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path}/tw.db")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def collector(store):
-    collector = Collector(store, flush_interval=3600)
-    yield collector
-    collector.close(timeout=0)
 
 
 def run_tags(run):
