@@ -47,6 +47,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import numpy as np
+import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -229,7 +230,7 @@ class _Ingest:
         content_type = request.headers.get("content-type", "").lower()
         if not any(kind in content_type for kind in NDJSON_TYPES):
             try:
-                data = json.loads(body)
+                data = _loads(body)
             except json.JSONDecodeError as e:
                 if not (e.msg == "Extra data" and b"\n" in body.strip()):
                     raise HTTPError(400, f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}", "body") from None
@@ -245,7 +246,7 @@ class _Ingest:
         for number, line in enumerate(body.split(b"\n"), 1):
             if line.strip():
                 try:
-                    items.append((json.loads(line), None))
+                    items.append((_loads(line), None))
                 except ValueError as e:
                     items.append((None, ItemError("body", f"line {number} is not JSON: {e}")))
         return items
@@ -584,6 +585,16 @@ def _point_step(step: Any) -> int | None:
     if isinstance(step, int) and not isinstance(step, bool) and step >= 0:
         return step
     raise ItemError("step", f"must be an integer >= 0 (got {step!r})"[:200])
+
+
+def _loads(body: bytes) -> Any:
+    """orjson (several times faster on a batch of points); the standard
+    library when orjson refuses, so that errors read the same and NaN,
+    Infinity and NDJSON sent as JSON keep working."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
 
 
 def _answer(accepted: int, rejected: list[dict[str, Any]], **extra: Any) -> JSONResponse:
