@@ -107,6 +107,19 @@ def _naive_bigtable(host: str, project: str, instance: str) -> float:
     return NAIVE_POINTS / elapsed
 
 
+def _rows(section: str, ours: dict[str, float], naive: float, naive_name: str, target: int) -> list[Result]:
+    """One backend's rows of the table, the same for every backend."""
+    return [
+        Result(section, "write_points, 1M points in one call", ours["bulk"], "points/s",
+               f">= {target:,}", ours["bulk"] >= target),
+        Result(section, "write_points, 1,000 calls of 1,000 points", ours["stream"], "points/s",
+               f">= {target:,}", ours["stream"] >= target),
+        Result(section, naive_name, naive, "points/s"),
+        Result(section, "ingest speed-up over naive (streamed calls)", ours["stream"] / naive, "x"),
+        Result(section, "read_points, 1M-point series", ours["read"], "points/s"),
+    ]
+
+
 def bigtable_results() -> list[Result]:
     section = "backends (bigtable emulator)"
     from tests.store.bigtable_emulator import INSTANCE, PROJECT, Emulator, find_emulator
@@ -116,15 +129,7 @@ def bigtable_results() -> list[Result]:
     with Emulator() as emulator:
         ours = measure_store(lambda: emulator.url("b" + uuid.uuid4().hex[:8] + "_"))
         naive = _naive_bigtable(emulator.host, PROJECT, INSTANCE)
-    return [
-        Result(section, "write_points, 1M points in one call", ours["bulk"], "points/s",
-               f">= {INGEST_TARGET:,}", ours["bulk"] >= INGEST_TARGET),
-        Result(section, "write_points, 1,000 calls of 1,000 points", ours["stream"], "points/s",
-               f">= {INGEST_TARGET:,}", ours["stream"] >= INGEST_TARGET),
-        Result(section, "naive: one Bigtable row per point, bulk of 1,000", naive, "points/s"),
-        Result(section, "ingest speed-up over naive (streamed calls)", ours["stream"] / naive, "x"),
-        Result(section, "read_points, 1M-point series", ours["read"], "points/s"),
-    ]
+    return _rows(section, ours, naive, "naive: one Bigtable row per point, bulk of 1,000", INGEST_TARGET)
 
 
 # -- HBase (through tablewatch's HBase Thrift gateway) -----------------------------------------
@@ -185,15 +190,7 @@ def hbase_results() -> list[Result]:
         finally:
             gateway.terminate()
             gateway.wait(30)
-    return [
-        Result(section, "write_points, 1M points in one call", ours["bulk"], "points/s",
-               f">= {HBASE_INGEST_TARGET:,}", ours["bulk"] >= HBASE_INGEST_TARGET),
-        Result(section, "write_points, 1,000 calls of 1,000 points", ours["stream"], "points/s",
-               f">= {HBASE_INGEST_TARGET:,}", ours["stream"] >= HBASE_INGEST_TARGET),
-        Result(section, "naive: one HBase row per point, happybase batches of 1,000", naive, "points/s"),
-        Result(section, "ingest speed-up over naive (streamed calls)", ours["stream"] / naive, "x"),
-        Result(section, "read_points, 1M-point series", ours["read"], "points/s"),
-    ]
+    return _rows(section, ours, naive, "naive: one HBase row per point, happybase batches of 1,000", HBASE_INGEST_TARGET)
 
 
 #: One function per backend, each returning its rows.

@@ -85,12 +85,14 @@ from tablewatch.store.table import (
     GCPolicy,
     Row,
     RowMutation,
+    ScanByRanges,
     SetCell,
     TableInfo,
+    check_limit,
     check_row_key,
     check_set_cell,
+    check_versions,
     normalize_columns,
-    prefix_end,
 )
 
 EMULATOR_ENV = "BIGTABLE_EMULATOR_HOST"
@@ -542,13 +544,8 @@ class _ReadPlan:
         self, families: Mapping[str, GCPolicy], columns: Iterable[Column] | None, versions: int, keys_only: bool = False
     ) -> None:
         self.keys_only = keys_only
-        if isinstance(versions, bool) or not isinstance(versions, int) or versions < 1:
-            raise ValidationError("versions", versions, "must be an integer >= 1")
-        wanted = normalize_columns(columns)
-        if wanted is not None:
-            for family in wanted[0] | {f for f, _ in wanted[1]}:
-                if family not in families:
-                    raise ValidationError("columns", family, "is not a column family of this table")
+        check_versions(versions)
+        wanted = normalize_columns(columns, families)
         now_ms = int(time.time() * 1000)
         #: family -> (versions kept, oldest timestamp in µs kept, qualifiers or None for all)
         self.families: dict[str, tuple[int, int, frozenset[bytes] | None]] = {}
@@ -641,7 +638,7 @@ def _requests(entries: list[tuple[RowMutationEntry, int]]) -> Iterator[list[RowM
         yield batch
 
 
-class BigtableTable:
+class BigtableTable(ScanByRanges):
     """One table of a :class:`BigtableBackend` (see the Table protocol)."""
 
     def __init__(self, backend: BigtableBackend, name: str) -> None:
@@ -727,23 +724,6 @@ class BigtableTable:
                         rows.append(row)
         return rows
 
-    def scan(
-        self,
-        start: bytes | None = None,
-        end: bytes | None = None,
-        *,
-        prefix: bytes | None = None,
-        limit: int | None = None,
-        columns: Iterable[Column] | None = None,
-        versions: int = 1,
-        keys_only: bool = False,
-    ) -> Iterator[Row]:
-        if prefix is not None:
-            if start is not None or end is not None:
-                raise ValidationError("prefix", prefix, "cannot be combined with start/end")
-            start, end = prefix, prefix_end(prefix)
-        return self.scan_ranges([(start, end)], limit=limit, columns=columns, versions=versions, keys_only=keys_only)
-
     def scan_ranges(
         self,
         ranges: Sequence[tuple[bytes | None, bytes | None]],
@@ -755,8 +735,7 @@ class BigtableTable:
     ) -> Iterator[Row]:
         """Rows of several half-open ranges in one ReadRows query per page of
         :data:`SCAN_PAGE_ROWS` rows, in key order."""
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ValidationError("limit", limit, "must be >= 1 or None")
+        check_limit(limit)
         plan = _ReadPlan(self._families, columns, versions, keys_only=keys_only)
         todo: list[tuple[bytes | None, bytes | None]] = []
         for start, end in ranges:

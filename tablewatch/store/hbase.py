@@ -81,12 +81,14 @@ from tablewatch.store.table import (
     Mutation,
     Row,
     RowMutation,
+    ScanByRanges,
     SetCell,
     TableInfo,
+    check_limit,
     check_row_key,
     check_set_cell,
+    check_versions,
     normalize_columns,
-    prefix_end,
 )
 
 log = logging.getLogger(__name__)
@@ -412,16 +414,12 @@ class _Reader:
         self.keys_only = keys_only
         #: HBase's filter language: cells come back with empty values
         self.filter = b"KeyOnlyFilter()" if keys_only else None
-        if isinstance(versions, bool) or not isinstance(versions, int) or versions < 1:
-            raise ValidationError("versions", versions, "must be >= 1")
-        wanted = normalize_columns(columns)
+        check_versions(versions)
+        wanted = normalize_columns(columns, families, f"table {table!r}")
         self.columns: list[bytes] | None = None
         self.empty = False
         if wanted is not None:
             whole, pairs = wanted
-            for family in whole | {f for f, _ in pairs}:
-                if family not in families:
-                    raise ValidationError("columns", family, f"is not a column family of table {table!r}")
             self.columns = [f.encode() for f in sorted(whole)]
             self.columns += [f.encode() + b":" + q for f, q in sorted(pairs) if f not in whole]
             self.empty = not self.columns
@@ -461,7 +459,7 @@ class _Reader:
         return rows
 
 
-class HBaseTable:
+class HBaseTable(ScanByRanges):
     """One HBase table; see the module docstring for how each call maps."""
 
     def __init__(self, backend: HBaseBackend, name: str) -> None:
@@ -521,23 +519,6 @@ class HBaseTable:
             rows.extend(self.backend._call(f"read {self.name}", read, table=self.name))
         return rows
 
-    def scan(
-        self,
-        start: bytes | None = None,
-        end: bytes | None = None,
-        *,
-        prefix: bytes | None = None,
-        limit: int | None = None,
-        columns: Iterable[Column] | None = None,
-        versions: int = 1,
-        keys_only: bool = False,
-    ) -> Iterator[Row]:
-        if prefix is not None:
-            if start is not None or end is not None:
-                raise ValidationError("prefix", prefix, "cannot be combined with start/end")
-            start, end = prefix, prefix_end(prefix)
-        return self.scan_ranges([(start, end)], limit=limit, columns=columns, versions=versions, keys_only=keys_only)
-
     def scan_ranges(
         self,
         ranges: Sequence[tuple[bytes | None, bytes | None]],
@@ -547,8 +528,7 @@ class HBaseTable:
         versions: int = 1,
         keys_only: bool = False,
     ) -> Iterator[Row]:
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ValidationError("limit", limit, "must be >= 1 or None")
+        check_limit(limit)
         reader = _Reader(self.name, self._families, columns, versions, keys_only=keys_only)
         ordered = sorted(ranges, key=lambda r: r[0] or b"")
         return self._scan(ordered, reader, limit)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tablewatch.errors import ValidationError
@@ -28,6 +29,7 @@ from tablewatch.store.names import SERIES_ID_BYTES
 
 US_PER_S = 1_000_000
 DAY_S = 86_400
+DAY_US = DAY_S * US_PER_S
 MAX_SALT_BUCKETS = 256
 POINT_KEY_BYTES = 1 + SERIES_ID_BYTES + 4
 TASK_KEY_BYTES = 1 + SERIES_ID_BYTES + 4 + 8 + 8 + 2
@@ -85,13 +87,21 @@ class KeyCodec:
         first, last = self.bucket_of(start_us), self.bucket_of(end_us - 1)
         return [self.point_key(sid, b) for b in range(first, last + 1)]
 
+    def point_keys_on_days(self, sid: bytes, days: Iterable[int], start_us: int, end_us: int) -> list[bytes]:
+        """Keys of every bucket overlapping [start_us, end_us) on ``days`` (the
+        days the day index says have data)."""
+        keys = []
+        for day in days:
+            keys += self.point_keys(sid, max(start_us, day * DAY_US), min(end_us, (day + 1) * DAY_US))
+        return keys
+
     # -- task runs: bucketed by day ------------------------------------------------
 
     def task_prefix(self, tid: bytes, day: int) -> bytes:
         return bytes([self.salt(tid, day)]) + tid + _BUCKET.pack(day)
 
     def task_key(self, tid: bytes, time_us: int, run_id: str, attempt: int) -> bytes:
-        day = time_us // (DAY_S * US_PER_S)
+        day = time_us // DAY_US
         return self.task_prefix(tid, day) + _TASK_TAIL.pack(_INT63 - time_us, run_hash(run_id), attempt)
 
     def task_range(self, tid: bytes, day: int, start_us: int, end_us: int) -> tuple[bytes, bytes]:
@@ -103,4 +113,4 @@ class KeyCodec:
 
 
 def day_of(ts_us: int) -> int:
-    return ts_us // (DAY_S * US_PER_S)
+    return ts_us // DAY_US

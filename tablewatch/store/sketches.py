@@ -63,7 +63,6 @@ import json
 import math
 import re
 import struct
-import threading
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,10 +72,11 @@ from typing import Any
 import numpy as np
 
 from tablewatch.errors import ValidationError, ValidationTypeError
-from tablewatch.store.keys import DAY_S, US_PER_S, KeyCodec
+from tablewatch.store.dayindex import DayIndex
+from tablewatch.store.keys import DAY_S, KeyCodec, day_of
 from tablewatch.store.names import MAX_TAG_VALUE_CHARS, SERIES_ID_BYTES
 from tablewatch.store.table import GCPolicy, Row, RowMutation, SetCell, Table
-from tablewatch.store.timestamps import MAX_TS_US, MIN_TS_US, optional_us, us_to_datetime
+from tablewatch.store.timestamps import MAX_TS_US, MIN_TS_US, time_range, us_to_datetime
 
 DEFAULT_ALPHA = 0.01
 MAX_BIN_SPAN = 2048
@@ -89,8 +89,6 @@ ENCODING_VERSION = 1
 #: a scan could confuse (index rows are read with the ``meta`` family only).
 INDEX_PREFIX = b"\xff\xffsketch-index\x00"
 WRITER_BYTES = 8
-DAY_US = DAY_S * US_PER_S
-_DAY = struct.Struct(">I")
 _QUALIFIER = struct.Struct(">q")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -632,8 +630,7 @@ class SketchTable:
     def __init__(self, table: Table, codec: KeyCodec) -> None:
         self.table = table
         self.codec = codec
-        self._known_days: set[tuple[str, str, int]] = set()
-        self._lock = threading.Lock()
+        self._days = DayIndex(table)
 
     def write(self, records: Sequence[SketchRecord | Mapping[str, Any]]) -> int:
         """Write sketch records (or their ``to_dict()`` forms); the number
@@ -650,48 +647,36 @@ class SketchTable:
                     raise ValidationError(f"records[{i}].{field}", e.value, e.problem) from e
             checked.append(validate_record(record, i))
         rows: dict[bytes, list[SetCell]] = {}
-        index: dict[bytes, list[SetCell]] = {}
-        new_days = set()
+        days: dict[tuple[str, str], set[int]] = {}
         for record in checked:
             sid = sketch_id(record.model, record.feature)
             key = self.codec.point_key(sid, self.codec.bucket_of(record.start_us))
             qualifier = _QUALIFIER.pack(record.start_us) + bytes.fromhex(record.writer)
             timestamp_ms = record.start_us // 1000 + record.seq
             rows.setdefault(key, []).append(SetCell("s", qualifier, encode_cell(record), timestamp_ms))
-            day = record.start_us // DAY_US
-            if (record.model, record.feature, day) not in self._known_days and (
-                record.model, record.feature, day) not in new_days:
-                new_days.add((record.model, record.feature, day))
-                cells = index.setdefault(_index_key(record.model, record.feature), [
-                    SetCell("meta", b"json", json.dumps({"model": record.model, "feature": record.feature}).encode(), 0)
-                ])
-                cells.append(SetCell("days", _DAY.pack(day), b"", (day + 1) * DAY_S * 1000 - 1))
+            days.setdefault((record.model, record.feature), set()).add(day_of(record.start_us))
+        index = []
+        for (model, feature), feature_days in days.items():
+            meta = json.dumps({"model": model, "feature": feature}).encode()
+            index += self._days.mutations(_index_key(model, feature), meta, sketch_id(model, feature), feature_days, "days")
         if index:  # index first: a reader never misses written sketches
-            self.table.mutate_rows([RowMutation(k, cells) for k, cells in index.items()])
+            self.table.mutate_rows(index)
         if rows:
             self.table.mutate_rows([RowMutation(k, cells) for k, cells in rows.items()])
-        with self._lock:
-            self._known_days |= new_days
+        for (model, feature), feature_days in days.items():
+            self._days.remember(sketch_id(model, feature), feature_days)
         return len(checked)
 
     def days(self, model: str, feature: str) -> list[int]:
-        rows = self.table.read_rows([_index_key(model, feature)], columns=["days"])
-        return sorted(_DAY.unpack(q)[0] for q in rows[0].cells.get("days", {})) if rows else []
+        return self._days.days(_index_key(model, feature), "days")
 
     def windows(self, model: str, feature: str, start: Any = None, end: Any = None) -> Iterator[tuple[int, DistributionSketch]]:
         """(window start µs, sketch) of every stored cell whose window starts in
         ``[start, end)``, unmerged, in no particular order."""
         validate_name(model, "model")
         validate_name(feature, "feature")
-        start_us = optional_us(start, "start") if start is not None else 0
-        end_us = optional_us(end, "end") if end is not None else MAX_TS_US
-        sid = sketch_id(model, feature)
-        keys = []
-        bucket_us = self.codec.bucket_us
-        for day in self.days(model, feature):
-            lo, hi = max(start_us, day * DAY_US), min(end_us, (day + 1) * DAY_US)
-            if lo < hi:
-                keys.extend(self.codec.point_keys(sid, lo - lo % bucket_us, hi))
+        start_us, end_us = time_range(start, end)
+        keys = self.codec.point_keys_on_days(sketch_id(model, feature), self.days(model, feature), start_us, end_us)
         for row in self.table.read_rows(keys, columns=["s"]):
             yield from _row_windows(row, start_us, end_us)
 

@@ -42,12 +42,14 @@ from tablewatch.store.table import (
     GCPolicy,
     Row,
     RowMutation,
+    ScanByRanges,
     SetCell,
     TableInfo,
+    check_limit,
     check_row_key,
     check_set_cell,
+    check_versions,
     normalize_columns,
-    prefix_end,
 )
 
 TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -263,7 +265,7 @@ class SQLiteBackend:
         return f"SQLiteBackend({self.url!r})"
 
 
-class SQLiteTable:
+class SQLiteTable(ScanByRanges):
     def __init__(self, backend: SQLiteBackend, name: str) -> None:
         self.backend = backend
         self.name = name
@@ -351,23 +353,6 @@ class SQLiteTable:
                 rows.extend(assembler.rows(cursor))
         return rows
 
-    def scan(
-        self,
-        start: bytes | None = None,
-        end: bytes | None = None,
-        *,
-        prefix: bytes | None = None,
-        limit: int | None = None,
-        columns: Iterable[Column] | None = None,
-        versions: int = 1,
-        keys_only: bool = False,
-    ) -> Iterator[Row]:
-        if prefix is not None:
-            if start is not None or end is not None:
-                raise ValidationError("prefix", prefix, "cannot be combined with start/end")
-            start, end = prefix, prefix_end(prefix)
-        return self.scan_ranges([(start, end)], limit=limit, columns=columns, versions=versions, keys_only=keys_only)
-
     def scan_ranges(
         self,
         ranges: Sequence[tuple[bytes | None, bytes | None]],
@@ -377,8 +362,7 @@ class SQLiteTable:
         versions: int = 1,
         keys_only: bool = False,
     ) -> Iterator[Row]:
-        if limit is not None and limit < 1:
-            raise ValidationError("limit", limit, "must be >= 1 or None")
+        check_limit(limit)
         assembler = _RowAssembler(self._families, columns, versions)
         ordered = sorted(ranges, key=lambda r: r[0] or b"")
         return self._scan(ordered, assembler, limit, keys_only)
@@ -467,13 +451,8 @@ class _RowAssembler:
     :class:`Row` objects, applying the column filter, max age and versions."""
 
     def __init__(self, families: Mapping[str, GCPolicy], columns: Iterable[Column] | None, versions: int) -> None:
-        if versions < 1:
-            raise ValidationError("versions", versions, "must be >= 1")
-        wanted = normalize_columns(columns)
-        for family in (wanted[0] | {f for f, _ in wanted[1]}) if wanted else ():
-            if family not in families:
-                raise ValidationError("columns", family, "is not a column family of this table")
-        self.wanted = wanted
+        check_versions(versions)
+        self.wanted = normalize_columns(columns, families)
         now = _now_ms()
         self.limits: dict[str, tuple[int, int]] = {}
         for family, policy in families.items():

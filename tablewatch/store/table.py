@@ -180,7 +180,11 @@ class Table(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """A set of tables reached through one store URL."""
+    """A set of tables reached through one store URL.
+
+    A backend that can count a table's rows cheaply may also offer
+    ``count_rows(name) -> int`` (the embedded one does); ``Store.info()`` uses
+    it, and otherwise counts with a keys-only scan."""
 
     url: str
 
@@ -244,18 +248,58 @@ def prefix_end(prefix: bytes) -> bytes | None:
     return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
-def normalize_columns(columns: Iterable[Column] | None) -> tuple[set[str], set[tuple[str, bytes]]] | None:
-    """Split a ``columns`` filter into (whole families, single columns)."""
+def normalize_columns(
+    columns: Iterable[Column] | None, families: Mapping[str, GCPolicy] | None = None, table: str = "this table"
+) -> tuple[set[str], set[tuple[str, bytes]]] | None:
+    """Split a ``columns`` filter into (whole families, single columns); with
+    ``families``, refuse a family the table does not have."""
     if columns is None:
         return None
-    families: set[str] = set()
+    whole: set[str] = set()
     pairs: set[tuple[str, bytes]] = set()
     for column in columns:
         if isinstance(column, str):
-            families.add(column)
+            whole.add(column)
         elif isinstance(column, tuple) and len(column) == 2:
             family, qualifier = column
             pairs.add((family, bytes(qualifier)))
         else:
             raise ValidationError("columns", column, "items must be a family name or a (family, qualifier) pair")
-    return families, pairs
+    if families is not None:
+        for family in sorted(whole | {f for f, _ in pairs}):
+            if family not in families:
+                raise ValidationError("columns", family, f"is not a column family of {table}")
+    return whole, pairs
+
+
+def check_limit(limit: object) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValidationError("limit", limit, "must be an integer >= 1 or None")
+
+
+def check_versions(versions: object) -> None:
+    if isinstance(versions, bool) or not isinstance(versions, int) or versions < 1:
+        raise ValidationError("versions", versions, "must be an integer >= 1")
+
+
+class ScanByRanges:
+    """``scan`` written once, for backends that implement ``scan_ranges``."""
+
+    def scan(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        prefix: bytes | None = None,
+        limit: int | None = None,
+        columns: Iterable[Column] | None = None,
+        versions: int = 1,
+        keys_only: bool = False,
+    ) -> Iterator[Row]:
+        if prefix is not None:
+            if start is not None or end is not None:
+                raise ValidationError("prefix", prefix, "cannot be combined with start/end")
+            start, end = prefix, prefix_end(prefix)
+        return self.scan_ranges(  # type: ignore[attr-defined]
+            [(start, end)], limit=limit, columns=columns, versions=versions, keys_only=keys_only
+        )

@@ -26,8 +26,6 @@ series per day, not per point, so they never carry a hot write load.
 from __future__ import annotations
 
 import json
-import struct
-import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,26 +38,25 @@ from tablewatch.errors import TableExists, ValidationError, ValidationTypeError
 from tablewatch.store import chunks, sketches
 from tablewatch.store.backends import open_backend
 from tablewatch.store.downsample import aggregate, minmax_indices
-from tablewatch.store.keys import DAY_S, US_PER_S, KeyCodec, day_of, task_id
+from tablewatch.store.dayindex import DayIndex, days_in, overlaps
+from tablewatch.store.keys import DAY_US, US_PER_S, KeyCodec, day_of, task_id
 from tablewatch.store.names import Series, series_id, validate_metric, validate_tags
-from tablewatch.store.table import Backend, GCPolicy, RowMutation, SetCell, prefix_end
+from tablewatch.store.table import Backend, GCPolicy, RowMutation, SetCell, check_limit
 from tablewatch.store.runs import TrainingRun, validate_training_run
 from tablewatch.store.tasks import TaskRun, validate_task_run
-from tablewatch.store.timestamps import MAX_TS_US, now_us, optional_us, to_us, to_us_array
+from tablewatch.store.timestamps import now_us, time_range, to_us, to_us_array
 
 SCHEMA_VERSION = 1
 META, SERIES, POINTS, TASKS, RUNS = "tw_meta", "tw_series", "tw_points", "tw_tasks", "tw_runs"
 SKETCHES = "tw_sketches"
 TABLES = (META, SERIES, POINTS, TASKS, RUNS, SKETCHES)
-#: Which tables a retention setting applies to.
-RETENTION_TABLES = {"points": (POINTS,), "tasks": (TASKS,), "runs": (RUNS,), "sketches": (SKETCHES,)}
-DAY_US = DAY_S * US_PER_S
+#: The kinds of record a retention (max age) can be set for.
+RETENTION_KINDS = ("points", "tasks", "runs", "sketches")
 #: ``info()`` counts rows by scanning keys up to this many where the backend cannot count.
 ROW_COUNT_LIMIT = 1_000_000
 #: Index families recording the days that have data, one per kind of record so
 #: that each expires with its own table's retention.
 POINT_DAYS, TASK_DAYS, RUN_DAYS = "days", "task_days", "run_days"
-_DAY = struct.Struct(">I")
 
 
 @dataclass(frozen=True)
@@ -70,13 +67,28 @@ class StoreConfig:
     bucket_seconds: int = 3600
     retention_s: Mapping[str, float | None] | None = None
 
+    def __post_init__(self) -> None:
+        KeyCodec(self.salt_buckets, self.bucket_seconds)  # checks both
+        if self.retention_s is not None and not isinstance(self.retention_s, Mapping):
+            raise ValidationTypeError("retention_s", self.retention_s, f"must map {', '.join(RETENTION_KINDS)} to seconds")
+        for kind, age in (self.retention_s or {}).items():
+            if kind not in RETENTION_KINDS:
+                raise ValidationError("retention_s", kind, f"is not a kind of record (known: {', '.join(RETENTION_KINDS)})")
+            if age is not None and (isinstance(age, bool) or not isinstance(age, (int, float)) or not age > 0):
+                raise ValidationError(f"retention_s[{kind!r}]", age, "must be a number of seconds > 0, or None (forever)")
+
 
 def open_store(url: str | None = None, **config: Any) -> Store:
     """Open (creating its tables if needed) the store at ``url``; ``None`` means
     ``$TABLEWATCH_STORE``, else ``./tablewatch.db``. ``config`` (salt_buckets,
     bucket_seconds, retention_s={"points": seconds, "tasks": seconds}) only
     applies when the tables are first created."""
-    return Store(open_backend(url), StoreConfig(**config))
+    unknown = set(config) - {"salt_buckets", "bucket_seconds", "retention_s"}
+    if unknown:
+        raise ValidationError(sorted(unknown)[0], config[sorted(unknown)[0]],
+                              "is not a store option (known: salt_buckets, bucket_seconds, retention_s)")
+    checked = StoreConfig(**config)  # before the backend is opened: a bad option leaks nothing
+    return Store(open_backend(url), checked)
 
 
 class Store:
@@ -95,9 +107,8 @@ class Store:
         self._tasks = backend.table(TASKS)
         self._runs = backend.table(RUNS)
         self._sketches = sketches.SketchTable(backend.table(SKETCHES), self.codec)
-        self._known_days: set[tuple[bytes, int]] = set()
+        self._days = DayIndex(self._index)
         self._series_cache: dict[tuple, tuple[str, dict[str, str], bytes]] = {}
-        self._lock = threading.Lock()
         self._points_max_age_us = self._max_age_us(POINTS)
         self._tasks_max_age_us = self._max_age_us(TASKS)
         self._runs_max_age_us = self._max_age_us(RUNS)
@@ -107,9 +118,6 @@ class Store:
     def _ensure_tables(self, config: StoreConfig) -> KeyCodec:
         codec = KeyCodec(config.salt_buckets, config.bucket_seconds)
         retention = dict(config.retention_s or {})
-        unknown = set(retention) - set(RETENTION_TABLES)
-        if unknown:
-            raise ValidationError("retention_s", sorted(unknown), f"known tables: {', '.join(RETENTION_TABLES)}")
         existing = set(self.backend.list_tables())
         points_age = retention.get("points")
         tasks_age = retention.get("tasks")
@@ -171,21 +179,6 @@ class Store:
             self._series_cache[key] = found
         return found
 
-    def _index_mutations(
-        self, row_key: bytes, meta: bytes, entity: bytes, days: Iterable[int], family: str
-    ) -> list[RowMutation]:
-        new_days = [d for d in days if (entity, d) not in self._known_days]
-        if not new_days:
-            return []
-        cells = [SetCell("meta", b"json", meta, 0)]
-        cells += [SetCell(family, _DAY.pack(d), b"", (d + 1) * DAY_S * 1000 - 1) for d in new_days]
-        return [RowMutation(row_key, cells)]
-
-    def _remember_days(self, entity: bytes, days: Iterable[int]) -> None:
-        with self._lock:
-            for d in days:
-                self._known_days.add((entity, d))
-
     @staticmethod
     def _series_row_key(metric: str, sid: bytes) -> bytes:
         return b"s" + metric.encode() + b"\x00" + sid
@@ -206,9 +199,8 @@ class Store:
 
     def series_days(self, metric: str, tags: Mapping[str, str] | None = None) -> list[int]:
         """Day indexes (days since the epoch, UTC) on which the series has points."""
-        metric, clean, sid = self._resolve(metric, tags)
-        rows = self._index.read_rows([self._series_row_key(metric, sid)], columns=[POINT_DAYS])
-        return sorted(_DAY.unpack(q)[0] for q in rows[0].cells.get(POINT_DAYS, {})) if rows else []
+        metric, _, sid = self._resolve(metric, tags)
+        return self._days.days(self._series_row_key(metric, sid), POINT_DAYS)
 
     # -- points ---------------------------------------------------------------------------
 
@@ -291,7 +283,7 @@ class Store:
             rows.append(RowMutation(self.codec.point_key(sid, int(buckets[lo])), cells))
         days = set(np.unique(ts_us // DAY_US).tolist())
         meta = json.dumps({"metric": metric, "tags": clean_tags}).encode()
-        index = self._index_mutations(self._series_row_key(metric, sid), meta, sid, days, POINT_DAYS)
+        index = self._days.mutations(self._series_row_key(metric, sid), meta, sid, days, POINT_DAYS)
         return rows, index, sid, days, len(ts_us)
 
     def _write_batches(self, prepared: list[tuple[list[RowMutation], list[RowMutation], bytes, set[int], int]]) -> int:
@@ -302,7 +294,7 @@ class Store:
         if rows:
             self._points.mutate_rows(_merge_rows(rows))
         for _, _, sid, days, _ in prepared:
-            self._remember_days(sid, days)
+            self._days.remember(sid, days)
         return sum(batch[4] for batch in prepared)
 
     def read_points(
@@ -329,16 +321,11 @@ class Store:
         """Like :meth:`read_points`, as numpy arrays (ts in int64 µs, values,
         steps with ``chunks.NO_STEP`` where a point has none)."""
         metric, _, sid = self._resolve(metric, tags)
-        start_us = optional_us(start, "start") if start is not None else 0
-        end_us = optional_us(end, "end") if end is not None else MAX_TS_US
+        start_us, end_us = time_range(start, end)
         if self._points_max_age_us is not None:
             start_us = max(start_us, now_us() - self._points_max_age_us)
-        keys = []
-        bucket_us = self.codec.bucket_us
-        for day in self.series_days(metric, tags):
-            lo, hi = max(start_us, day * DAY_US), min(end_us, (day + 1) * DAY_US)
-            if lo < hi:
-                keys.extend(self.codec.point_keys(sid, lo - lo % bucket_us, hi))
+        days = self._days.days(self._series_row_key(metric, sid), POINT_DAYS)
+        keys = self.codec.point_keys_on_days(sid, days, start_us, end_us)
         found = []
         for row in self._points.read_rows(keys, columns=["p"]):
             found.extend((qualifier, cells[0].value) for qualifier, cells in row.cells.get("p", {}).items())
@@ -382,7 +369,7 @@ class Store:
         rows, index, entities = [], [], []
         for entity, index_key, meta, time_us, record_id, attempt, value in events:
             day = day_of(time_us)
-            index += self._index_mutations(index_key, json.dumps(meta).encode(), entity, [day], family)
+            index += self._days.mutations(index_key, json.dumps(meta).encode(), entity, [day], family)
             entities.append((entity, day))
             key = self.codec.task_key(entity, time_us, record_id, attempt)
             rows.append(RowMutation(key, [SetCell("run", b"json", value, time_us // 1000)]))
@@ -391,22 +378,19 @@ class Store:
         if rows:
             table.mutate_rows(rows)
         for entity, day in entities:
-            self._remember_days(entity, [day])
+            self._days.remember(entity, [day])
 
     def _read_events(
         self, table, family: str, index_rows, entity_of, start: Any, end: Any, max_age_us: int | None
     ) -> list[bytes]:
-        start_us = optional_us(start, "start") if start is not None else 0
-        end_us = optional_us(end, "end") if end is not None else MAX_TS_US
+        start_us, end_us = time_range(start, end)
         if max_age_us is not None:
             start_us = max(start_us, now_us() - max_age_us)
         ranges = []
         for row in index_rows:
             entity = entity_of(json.loads(row.value("meta", b"json")))
-            for qualifier in row.cells.get(family, {}):
-                day = _DAY.unpack(qualifier)[0]
-                if day * DAY_US < end_us and (day + 1) * DAY_US > start_us:
-                    ranges.append(self.codec.task_range(entity, day, start_us, end_us))
+            ranges += [self.codec.task_range(entity, day, start_us, end_us)
+                       for day in days_in(row, family) if overlaps(day, start_us, end_us)]
         if not ranges:
             return []
         return [row.value("run", b"json") for row in table.scan_ranges(sorted(ranges))]
@@ -444,7 +428,7 @@ class Store:
     ) -> list[TaskRun]:
         """Task runs filed (by start time) in ``[start, end)``, newest first,
         at most ``limit``; filtered by pipeline and task when given."""
-        _check_limit(limit)
+        check_limit(limit)
         if task is not None and pipeline is None:
             raise ValidationError("pipeline", None, "is required when task is given")
         prefix = b"t" if pipeline is None else _task_row_key(pipeline, task or "")
@@ -472,7 +456,7 @@ class Store:
     ) -> list[TrainingRun]:
         """Training runs started in ``[start, end)``, newest first, of ``name``
         (all names when None)."""
-        _check_limit(limit)
+        check_limit(limit)
         index_rows = self._index.scan(prefix=b"r") if name is None else self._index.read_rows([b"r" + name.encode()])
         found = self._read_events(
             self._runs, RUN_DAYS, index_rows, lambda m: _run_entity(m["name"]), start, end, self._runs_max_age_us
@@ -566,11 +550,6 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.url!r}, salt_buckets={self.codec.salt_buckets}, bucket_seconds={self.codec.bucket_seconds})"
-
-
-def _check_limit(limit: Any) -> None:
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValidationError("limit", limit, "must be a positive integer or None")
 
 
 def _run_entity(name: str) -> bytes:

@@ -117,8 +117,9 @@ def _check_range(us: np.ndarray, field: str) -> None:
         )
 
 
-def optional_us(ts: Any, field: str) -> int | None:
-    return None if ts is None else to_us(ts, field)
+def time_range(start: Any, end: Any) -> tuple[int, int]:
+    """A half-open read range ``[start, end)`` in µs; None is unbounded."""
+    return (0 if start is None else to_us(start, "start"), MAX_TS_US if end is None else to_us(end, "end"))
 
 
 def us_to_datetime(us: int) -> datetime:

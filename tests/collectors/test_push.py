@@ -54,19 +54,16 @@ def test_bad_input_exits_2_naming_the_field(store_url, capsys, args, field):
     assert err.startswith(f"tablewatch push: error: {field}:"), err
 
 
-def test_push_to_a_server(store_url, capsys):
+def test_push_to_a_server(store_url, capsys, monkeypatch):
     with open_store(store_url) as store:
         with serve_in_thread(create_app(store, token="tok")) as url:
             assert main(["push", "shell.m", "42", "--tag", "job=backup", "--ts", str(T0),
                          "--server", url, "--token", "tok"]) == 0
             assert main(["push", "shell.m", "1", "--server", url, "--token", "wrong"]) == 2
             assert "401" in capsys.readouterr().err
-            os.environ["TABLEWATCH_INGEST_TOKEN"] = "tok"
-            try:
-                assert main(["push", "shell.m", "43", "--tag", "job=backup", "--ts", str(T0 + 1),
-                             "--server", url]) == 0
-            finally:
-                del os.environ["TABLEWATCH_INGEST_TOKEN"]
+            monkeypatch.setenv("TABLEWATCH_INGEST_TOKEN", "tok")
+            assert main(["push", "shell.m", "43", "--tag", "job=backup", "--ts", str(T0 + 1),
+                         "--server", url]) == 0
         assert store.read_points("shell.m", {"job": "backup"})["value"].tolist() == [42.0, 43.0]
 
 

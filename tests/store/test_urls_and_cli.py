@@ -71,3 +71,23 @@ def test_store_info_and_hotspots(tmp_path, capsys):
 def test_cli_reports_errors_without_traceback(capsys):
     assert main(["store", "info", "--store", "nope://x"]) == 2
     assert "unknown scheme 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "config, field",
+    [
+        ({"salt_buckets": 0}, "salt_buckets"),
+        ({"bucket_seconds": 7}, "bucket_seconds"),
+        ({"retention_s": {"pointz": 60}}, "retention_s"),
+        ({"retention_s": {"points": -1}}, "retention_s['points']"),
+        ({"retention_s": 3600}, "retention_s"),
+        ({"salt_bucket": 8}, "salt_bucket"),
+    ],
+)
+def test_bad_store_options_name_the_option_and_create_nothing(tmp_path, config, field):
+    from tablewatch.errors import ValidationError
+
+    with pytest.raises(ValidationError) as raised:
+        open_store(f"sqlite:///{tmp_path}/never.db", **config)
+    assert raised.value.field == field
+    assert not (tmp_path / "never.db").exists()
