@@ -5,10 +5,14 @@ Inputs are sorted int64 µs timestamps and float64 values of equal length.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from tablewatch.errors import ValidationError
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built
+    import pandas as pd
 
 AGGREGATES = ("count", "mean", "min", "max", "p50", "p95", "p99")
 _QUANTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
@@ -55,6 +59,8 @@ def aggregate(ts: np.ndarray, values: np.ndarray, every_us: int, origin_us: int 
     bucket, ``bucket`` being the bucket's start (UTC)."""
     if every_us <= 0:
         raise ValidationError("every", every_us / 1e6, "must be > 0 seconds")
+    import pandas as pd  # imported when a frame is built: writers never pay for it
+
     keep = np.isfinite(values)
     ts, values = ts[keep], values[keep]
     columns = {"bucket": pd.to_datetime(np.array([], dtype="datetime64[us]"), utc=True)}

@@ -29,10 +29,9 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from tablewatch.errors import TableExists, ValidationError, ValidationTypeError
 from tablewatch.store import chunks, sketches
@@ -45,6 +44,9 @@ from tablewatch.store.table import Backend, GCPolicy, RowMutation, SetCell, chec
 from tablewatch.store.runs import TrainingRun, validate_training_run
 from tablewatch.store.tasks import TaskRun, validate_task_run
 from tablewatch.store.timestamps import now_us, time_range, to_us, to_us_array
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built
+    import pandas as pd
 
 SCHEMA_VERSION = 1
 META, SERIES, POINTS, TASKS, RUNS = "tw_meta", "tw_series", "tw_points", "tw_tasks", "tw_runs"
@@ -641,6 +643,8 @@ def _step_array(steps: Any, field: str) -> np.ndarray:
 
 
 def _points_frame(ts: np.ndarray, values: np.ndarray, steps: np.ndarray) -> pd.DataFrame:
+    import pandas as pd  # imported when a frame is built: writers never pay for it
+
     mask = steps == chunks.NO_STEP
     return pd.DataFrame(
         {

@@ -11,8 +11,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+import sys
+
 import numpy as np
-import pandas as pd
 
 from tablewatch.errors import ValidationError, ValidationTypeError
 
@@ -27,7 +28,8 @@ def to_us_array(ts: Any, field: str = "ts") -> np.ndarray:
     """Convert timestamps to a 1-d int64 array of epoch microseconds, checked."""
     if isinstance(ts, (int, float, np.integer, np.floating, datetime, np.datetime64, str)) and not isinstance(ts, bool):
         ts = [ts]
-    if isinstance(ts, (pd.DatetimeIndex, pd.Series)) and ts.dtype.kind == "M":
+    pd = sys.modules.get("pandas")  # only a program that imported pandas can pass pandas objects
+    if pd is not None and isinstance(ts, (pd.DatetimeIndex, pd.Series)) and ts.dtype.kind == "M":
         out = _from_pandas(ts)
     else:
         array = np.asarray(ts)
@@ -58,7 +60,9 @@ def to_us_array(ts: Any, field: str = "ts") -> np.ndarray:
     return out
 
 
-def _from_pandas(ts: pd.DatetimeIndex | pd.Series) -> np.ndarray:
+def _from_pandas(ts: Any) -> np.ndarray:
+    import pandas as pd
+
     index = pd.DatetimeIndex(ts)
     if index.tz is not None:
         index = index.tz_convert("UTC").tz_localize(None)
@@ -92,6 +96,8 @@ def to_us(ts: Any, field: str = "ts") -> int:
             raise ValidationError(field, ts, "is NaT")
         us = int(ts.astype("datetime64[us]").astype(np.int64))
     elif isinstance(ts, str):
+        import pandas as pd  # its ISO-8601 parser takes more forms than datetime.fromisoformat
+
         try:
             parsed = pd.Timestamp(ts)
         except (ValueError, TypeError) as e:

@@ -91,3 +91,19 @@ def test_bad_store_options_name_the_option_and_create_nothing(tmp_path, config, 
         open_store(f"sqlite:///{tmp_path}/never.db", **config)
     assert raised.value.field == field
     assert not (tmp_path / "never.db").exists()
+
+
+def test_writers_do_not_import_pandas(tmp_path):
+    """A training job or `tablewatch push` only writes: it should not pay pandas' import time."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, tablewatch\n"
+        f"with tablewatch.Collector({str(tmp_path / 'w.db')!r}) as c:\n"
+        "    c.log('m', 1.0)\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
