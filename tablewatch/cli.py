@@ -101,6 +101,18 @@ def cmd_gateway_hbase_thrift(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tablewatch", description="Monitoring store for ML systems.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -121,9 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     server = commands.add_parser("server", help="serve the HTTP ingest API (token: $TABLEWATCH_INGEST_TOKEN)")
     server.add_argument("--store", help="store URL (default: $TABLEWATCH_STORE, else ./tablewatch.db)")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    server.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
-    server.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="larger bodies get 413")
-    server.add_argument("--max-items", type=int, default=100_000, help="most points or runs per request")
+    server.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080)")
+    server.add_argument("--max-body-bytes", type=_positive, default=16 * 1024 * 1024, help="larger bodies get 413")
+    server.add_argument("--max-items", type=_positive, default=100_000, help="most points or runs per request")
     server.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     server.set_defaults(handler=cmd_server)
 
@@ -144,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     hbase = gateway_commands.add_parser("hbase-thrift", help="the HBase Thrift v1 API (happybase) over a store")
     hbase.add_argument("--store", help="store URL to serve (default: $TABLEWATCH_STORE, else ./tablewatch.db)")
     hbase.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    hbase.add_argument("--port", type=int, default=9090, help="port to listen on (default: 9090; 0 picks a free one)")
+    hbase.add_argument("--port", type=_port, default=9090, help="port to listen on (default: 9090; 0 picks a free one)")
     hbase.add_argument("--transport", choices=["buffered", "framed"], default="buffered",
                        help="Thrift transport; clients must use the same (default: buffered)")
     hbase.add_argument("--protocol", choices=["binary", "compact"], default="binary",

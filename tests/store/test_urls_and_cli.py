@@ -107,3 +107,18 @@ def test_writers_do_not_import_pandas(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["server", "--port", "99999"], "--port: must be a port number from 0 to 65535"),
+        (["gateway", "hbase-thrift", "--port", "-1"], "--port: must be a port number from 0 to 65535"),
+        (["server", "--max-items", "0"], "--max-items: must be a whole number >= 1"),
+    ],
+)
+def test_bad_command_line_numbers_are_named(argv, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
