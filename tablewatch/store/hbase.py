@@ -4,8 +4,12 @@ HBase's Thrift v1 API (the ``hbase thrift`` server; port 9090 by default).
 Options:
 
 ``table_prefix``
-    tables are named ``PREFIX_NAME`` (happybase's ``table_prefix``), so several
-    stores can share one HBase; ``ns:prefix`` puts them in an HBase namespace.
+    tables are named ``PREFIX.NAME`` (happybase's ``table_prefix`` with the
+    separator ``.``), so several stores can share one HBase; ``ns:prefix`` puts
+    them in an HBase namespace. Table names never contain a ``.``, so a store
+    lists only its own tables: ``tw_meta`` of an unprefixed store is not
+    ``meta`` of the store prefixed ``tw`` (``tw.meta``), and an unprefixed store
+    does not list ``tw.meta``.
 ``transport`` = ``buffered`` | ``framed``, ``protocol`` = ``binary`` | ``compact``
     must match the Thrift server's: ``hbase thrift start`` is buffered/binary;
     its ``-hsha``, ``-nonblocking`` and ``-threadedselector`` modes are framed.
@@ -104,7 +108,10 @@ URL_OPTIONS = ("pool_size", "protocol", "table_prefix", "timeout_s", "transport"
 UNLIMITED_VERSIONS = 2**31 - 1
 #: ``TTL`` meaning "forever" (HBase's HConstants.FOREVER).
 FOREVER_TTL_S = 2**31 - 1
+#: A table name: no "." (the prefix separator), so that names are unambiguous.
 TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+#: Between a table prefix and a table name (a character table names never hold).
+TABLE_PREFIX_SEPARATOR = b"."
 FAMILY_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 TABLE_PREFIX_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*:)?[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 READ_BATCH_ROWS = 256
@@ -229,7 +236,8 @@ class HBaseBackend:
                     # The pool opens its first connection now: a wrong host fails here.
                     self._pool = happybase.ConnectionPool(
                         o.pool_size, host=o.host, port=o.port, timeout=int(o.timeout_s * 1000),
-                        table_prefix=o.table_prefix, transport=o.transport, protocol=o.protocol,
+                        table_prefix=o.table_prefix, table_prefix_separator=TABLE_PREFIX_SEPARATOR,
+                        transport=o.transport, protocol=o.protocol,
                     )
                 except (TException, OSError) as e:
                     raise self._unavailable("connect", e) from e
@@ -341,8 +349,13 @@ class HBaseBackend:
         self._infos.pop(name, None)
 
     def list_tables(self) -> list[str]:
+        """This store's tables: with a prefix, those named ``PREFIX.NAME``
+        (happybase keeps them and strips the prefix); without one, those with
+        no prefix. Either way, what is left must be a table name: another
+        store's ``PREFIX.NAME``, ``PREFIX.SUB.NAME`` or ``ns:NAME`` is not."""
         names = self._call("list tables", lambda c: c.tables())
-        return sorted(n.decode() if isinstance(n, bytes) else n for n in names)
+        decoded = (n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names)
+        return sorted(n for n in decoded if TABLE_NAME_RE.match(n))
 
     def table_info(self, name: str) -> TableInfo:
         info = self._infos.get(name)
