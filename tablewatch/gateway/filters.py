@@ -159,9 +159,10 @@ class FilterList(Filter):
     def __init__(self, filters: Sequence[Filter], must_pass_all: bool) -> None:
         self.filters = list(filters)
         self.must_pass_all = must_pass_all
-        # OR: what each sub-filter last asked to skip in this row (a column,
-        # or the row), so that it does not see those cells again.
-        self._skipping: list[tuple[int, str, bytes] | None] = [None] * len(self.filters)
+        # OR (HBASE-17678, HBASE-18368): what each sub-filter last asked to
+        # skip in this row, so that it is not asked again about a cell it
+        # already skipped (a column, or the rest of a family).
+        self._previous: list[tuple[ReturnCode, str, bytes] | None] = [None] * len(self.filters)
 
     def set_reversed(self, reversed_: bool) -> None:
         super().set_reversed(reversed_)
@@ -171,42 +172,43 @@ class FilterList(Filter):
     def reset(self) -> None:
         for f in self.filters:
             f.reset()
-        self._skipping = [None] * len(self.filters)
+        self._previous = [None] * len(self.filters)
 
     def filter_row_key(self, key: bytes) -> bool:
+        # every sub-filter is asked (PrefixFilter notes the row change there)
         verdicts = [f.filter_all_remaining() or f.filter_row_key(key) for f in self.filters]
-        if self.must_pass_all:
-            return any(verdicts)
-        for i, filtered in enumerate(verdicts):
-            if filtered:
-                self._skipping[i] = (ROW, "", b"")  # this sub-filter sees none of the row's cells
-        return all(verdicts)
+        return any(verdicts) if self.must_pass_all else all(verdicts)
 
     def filter_cell(self, cell: ScanCell) -> ReturnCode:
-        if self.must_pass_all:
-            include, seek = True, CELL
+        if self.must_pass_all:  # "and" of inclusion, the longest skip
+            seek = CELL
             for f in self.filters:
                 if f.filter_all_remaining():
                     return NEXT_ROW
                 sub_include, sub_seek = f.filter_cell(cell)
-                include, seek = include and sub_include, max(seek, sub_seek)
-            return include, seek
-        code: ReturnCode | None = None
+                seek = max(seek, sub_seek)
+                if not sub_include:
+                    return False, seek  # later filters do not see it (HBASE-20565)
+            return True, seek
+        code: ReturnCode | None = None  # "or" of inclusion, the shortest skip
         for i, f in enumerate(self.filters):
-            if f.filter_all_remaining() or self._skips(i, cell):
+            if f.filter_all_remaining():
                 continue
-            sub = f.filter_cell(cell)
-            if sub[1] != CELL:
-                self._skipping[i] = (sub[1], cell.family, cell.qualifier)
+            sub = self._remembered(i, cell) or f.filter_cell(cell)
+            self._previous[i] = None if sub[1] == CELL else (sub, cell.family, cell.qualifier)
             code = sub if code is None else (code[0] or sub[0], min(code[1], sub[1]))
         return SKIP if code is None else code
 
-    def _skips(self, i: int, cell: ScanCell) -> bool:
-        skipping = self._skipping[i]
-        if skipping is None:
-            return False
-        scope, family, qualifier = skipping
-        return scope == ROW or (family, qualifier) == (cell.family, cell.qualifier)
+    def _remembered(self, i: int, cell: ScanCell) -> ReturnCode | None:
+        previous = self._previous[i]
+        if previous is None:
+            return None
+        (_, seek), family, qualifier = previous
+        if seek == COLUMN and (family, qualifier) == (cell.family, cell.qualifier):
+            return NEXT_COL
+        if seek == ROW and family == cell.family:
+            return NEXT_ROW
+        return None
 
     def transform_cell(self, cell: ScanCell) -> ScanCell:
         for f in self.filters:
@@ -596,6 +598,8 @@ def apply_filter(
                 if seek == ROW:
                     skipped_family = cell.family
                     break
+        # HBase asks again at the next cell it reads, before the reset below.
+        done = done or scan_filter.filter_all_remaining()
         scan_filter.filter_row_cells(kept)
         excluded = not kept or scan_filter.filter_row()
         scan_filter.reset()
