@@ -42,6 +42,9 @@ How the Table API maps onto HBase through Thrift v1:
   region. Pre-split them from the HBase shell (see the README).
 - ``compact()`` asks HBase for a major compaction (which runs in the
   background) and returns 0; ``sample_row_keys()`` returns region start keys.
+- ``check_and_set`` is Thrift v1 ``checkAndPut``, sent once: the cell gets the
+  server's clock (the call carries no timestamp), and an absent or empty
+  expected value matches a missing cell or an empty one (HBase's rule).
 
 Errors: an unreachable server, a timeout, a dropped connection or an HBase-side
 ``IOError`` raise :class:`~tablewatch.errors.StoreUnavailable` naming the URL;
