@@ -860,6 +860,18 @@ FILTERS: dict[str, tuple[str, Callable[[_Arguments], Filter]]] = {
 }
 
 
+def sees_versions(scan_filter: Filter) -> bool:
+    """Whether the filter's result can depend on versions older than each
+    column's newest (if not, a scan need not read them)."""
+    if isinstance(scan_filter, (ValueFilter, TimestampsFilter, SkipFilter, WhileMatchFilter)):
+        return True  # (SKIP and WHILE: their inner filter may act on any cell it sees)
+    if isinstance(scan_filter, SingleColumnValueFilter):
+        return not scan_filter.latest_version_only
+    if isinstance(scan_filter, FilterList):
+        return any(sees_versions(f) for f in scan_filter.filters)
+    return False
+
+
 def prefix_of(scan_filter: Filter) -> bytes | None:
     """The row prefix every returned row must have, when the filter says so
     plainly (a PrefixFilter, alone, under WHILE or in an AND): the gateway

@@ -784,9 +784,11 @@ class HBaseThriftHandler:
         sort_columns: bool,
         reverse: bool,
     ) -> Iterator[Any]:
-        # A filter sees every version a family keeps (HBase 2.x); without one,
-        # the newest (before ``before``) is all a Thrift scan returns.
-        versions = 1 if before >= LATEST_TIMESTAMP and scan_filter is None else UNLIMITED_VERSIONS
+        # A filter sees every version a family keeps (HBase 2.x); without one
+        # that can tell them apart, the newest (before ``before``) is all a
+        # Thrift scan returns.
+        old_versions = scan_filter is not None and filters.sees_versions(scan_filter)
+        versions = 1 if before >= LATEST_TIMESTAMP and not old_versions else UNLIMITED_VERSIONS
         if reverse:
             # HBase's reversed scan: stop < key <= start, largest first. The
             # Table API only scans forward, so the range is read, then reversed.
