@@ -247,20 +247,25 @@ class HBaseBackend:
             return self._pool
 
     def _call(self, action: str, fn: Callable[[happybase.Connection], T], *, table: str | None = None,
-              retry: bool = True) -> T:
+              idempotent: bool = True) -> T:
         """Run ``fn`` with a pooled connection, turning Thrift and socket errors
-        into tablewatch errors. ``retry=False``: never sent twice (a call that
-        is not idempotent, whose first attempt may have been applied)."""
+        into tablewatch errors. ``idempotent=False``: ``fn`` is never sent
+        twice (its first attempt may have been applied); a connection that sat
+        in the pool is probed with a read first, so that one the server
+        dropped while idle is still replaced."""
         thrift = _thrift_types()
         for attempt in (1, 2):
             pool = self._open_pool()
-            reused = False
+            reused = sent = False
             try:
                 with pool.connection(timeout=self.options.timeout_s) as connection:
                     key = id(connection)
                     self._connections[key] = connection
                     reused = self._healthy.get(key) == id(connection.transport)
                     try:
+                        if reused and not idempotent:
+                            connection.client.getTableNames()  # HBase's Thrift v1 has no ping
+                        sent = True
                         result = fn(connection)
                     except (TException, OSError):
                         self._healthy.pop(key, None)
@@ -281,7 +286,7 @@ class HBaseBackend:
                               f"was free within {self.options.timeout_s:g} s",
                 ) from e
             except (TException, OSError) as e:
-                if attempt == 1 and reused and retry and not _is_timeout(e):
+                if attempt == 1 and reused and (idempotent or not sent) and not _is_timeout(e):
                     continue  # the server dropped this idle connection: once more, on a fresh one
                 raise self._unavailable(action, e) from e
         raise AssertionError("unreachable")
@@ -536,7 +541,8 @@ class HBaseTable(ScanByRanges):
             table_name = connection._table_name(self.name)
             return bool(connection.client.checkAndPut(table_name, key, column, check, put, {}))
 
-        return self.backend._call(f"check and set in {self.name}", check_and_put, table=self.name, retry=False)
+        return self.backend._call(f"check and set in {self.name}", check_and_put, table=self.name,
+                                  idempotent=False)
 
     # -- reads -------------------------------------------------------------------------
 

@@ -256,6 +256,11 @@ def test_connections_the_server_dropped_while_idle_are_replaced(tmp_path):
             time.sleep(0.5)  # the gateway closes the pooled connection meanwhile
             backend.table("t").mutate_rows([RowMutation(b"k", [SetCell("f", b"q", b"v", NOW_MS)])])
             assert backend.table("t").read_rows([b"k"])[0].value("f", b"q") == b"v"
+        for i in range(2):  # check_and_set is never sent twice, yet survives a dropped idle connection
+            time.sleep(0.5)
+            assert backend.table("t").check_and_set(b"lease", "f", b"q", None if i == 0 else b"a", b"ab"[i:i + 1],
+                                                    NOW_MS) is True
+        assert backend.table("t").read_rows([b"lease"])[0].value("f", b"q") == b"b"
         backend.close()
 
 
