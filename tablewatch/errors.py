@@ -62,3 +62,21 @@ class ValidationError(TablewatchError, ValueError):
 
 class ValidationTypeError(ValidationError, TypeError):
     """Bad input of the wrong type (a string where a number belongs, ...)."""
+
+
+class StoreNotFound(StoreError):
+    """A command that only reads was pointed at a store that does not exist
+    (tablewatch never creates a store for a reader)."""
+
+
+class StoreSchemaError(StoreError):
+    """The store's own metadata (``tw_meta``) is from a newer tablewatch, or damaged."""
+
+
+class SeriesNotFound(StoreError, LookupError):
+    """No series has exactly these tags, but some have them among others;
+    ``candidates`` lists those series."""
+
+    def __init__(self, message: str, candidates: list) -> None:
+        super().__init__(message)
+        self.candidates = candidates
