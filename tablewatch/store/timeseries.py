@@ -298,6 +298,20 @@ class Store:
                 found.append(Series(data["metric"], data["tags"]))
         return sorted(found, key=lambda s: (s.metric, sorted(s.tags.items())))
 
+    def _check_series_exists(self, metric: str, tags: Mapping[str, str] | None) -> None:
+        """Raise :class:`SeriesNotFound` when no series is ``metric`` with exactly
+        ``tags`` but some are with more tags."""
+        metric, clean, sid = self._resolve(metric, tags)
+        if self._index.read_rows([self._series_row_key(metric, sid)], columns=[("meta", b"json")]):
+            return
+        candidates = self.find_series(metric, clean)
+        if candidates:
+            shown = "; ".join(f"{s.metric}{_tag_text(s.tags)}" for s in candidates[:10])
+            more = f" and {len(candidates) - 10} more" if len(candidates) > 10 else ""
+            raise SeriesNotFound(
+                f"no series {metric}{_tag_text(clean)}: a series is named by all its tags, and "
+                f"{len(candidates)} series have these tags among others: {shown}{more}", candidates)
+
     def series_days(self, metric: str, tags: Mapping[str, str] | None = None) -> list[int]:
         """Day indexes (days since the epoch, UTC) on which the series has points."""
         metric, _, sid = self._resolve(metric, tags)
@@ -410,8 +424,14 @@ class Store:
         """Points of one series with ``start <= ts < end`` (None: unbounded), in
         time order, as a DataFrame with columns ``ts`` (UTC), ``value`` and
         ``step`` (nullable integer). With ``max_points``, downsampled to at most
-        that many points keeping each time bucket's min and max (spikes stay)."""
+        that many points keeping each time bucket's min and max (spikes stay).
+
+        ``tags`` must be the series' tags exactly: when no series has them but
+        some have them among others (partial tags), :class:`SeriesNotFound`
+        lists those series instead of returning an empty frame."""
         ts, values, steps = self.read_arrays(metric, tags, start, end)
+        if len(ts) == 0:
+            self._check_series_exists(metric, tags)
         if max_points is not None:
             keep = minmax_indices(ts, values, max_points)
             ts, values, steps = ts[keep], values[keep], steps[keep]
@@ -737,6 +757,10 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.url!r}, salt_buckets={self.codec.salt_buckets}, bucket_seconds={self.codec.bucket_seconds})"
+
+
+def _tag_text(tags: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"{k}={v}" for k, v in sorted(tags.items())) + "}"
 
 
 def _skew(counts: list[int]) -> float | None:
