@@ -171,25 +171,19 @@ class SQLiteBackend:
         return connection
 
     def _read_only_connection(self) -> sqlite3.Connection:
-        """A connection that writes nothing. ``mode=ro`` reads a WAL store
-        (including what is still in its -wal file) while writers go on; it needs
-        the -shm file, or a folder where SQLite may create it. When neither is
-        possible (a read-only folder, a store closed cleanly so without -wal or
-        -shm), ``immutable=1`` reads the file as it is, without locks."""
+        """A connection that writes nothing. A store nobody has open (no -wal
+        or -shm file: its last writer closed it) is read as ``immutable=1``, so
+        SQLite creates no -wal or -shm file either, even in a folder it could
+        write to. A store that is open elsewhere is read with ``mode=ro``, which
+        sees what its writers have committed through the existing -shm file."""
         uri = "file:" + quote(str(self.path.resolve()))
-        connection = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=self.busy_timeout_s,
-                                     isolation_level=None, check_same_thread=False)
-        try:
+        wal, shm = (Path(f"{self.path}-{suffix}") for suffix in ("wal", "shm"))
+        if not wal.exists() and not shm.exists():
+            connection = sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            connection = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=self.busy_timeout_s,
+                                         isolation_level=None, check_same_thread=False)
             connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            connection.execute("SELECT name FROM tablewatch_tables LIMIT 1").fetchall()
-        except sqlite3.OperationalError as e:
-            connection.close()
-            wal = Path(str(self.path) + "-wal")
-            if wal.exists() and wal.stat().st_size > 0:
-                raise StoreUnavailable(self.url, f"cannot read it read-only: {e} (its -wal file holds writes "
-                                       "that a read-only reader without an -shm file cannot see)") from e
-            connection = sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None,
-                                         check_same_thread=False)
         connection.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
         return connection
 
