@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -150,23 +150,28 @@ def test_mode_ro_sees_what_a_live_writer_has_committed(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a command as the user nobody")
-def test_a_store_in_a_folder_nobody_may_write_is_read_by_nobody(tmp_path):
+def test_a_store_in_a_folder_nobody_may_write_is_read_by_nobody():
     """As root, permissions do not stop us: run the reader as the user nobody,
     for whom neither the file nor its folder is writable."""
     setpriv = shutil.which("setpriv")
     assert setpriv, "util-linux's setpriv is part of Debian's base system"
-    base = tmp_path / "shared"
-    url = _make_store(base)
-    base.chmod(0o755)
-    (base / "tw.db").chmod(0o644)
-    for parent in [tmp_path, *tmp_path.parents]:  # nobody must reach the folder
-        parent.chmod(parent.stat().st_mode | stat.S_IXOTH)
-    before = _snapshot(base)
-    result = subprocess.run(
-        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *TABLEWATCH, "query", "cpu", "--tag", "host=a",
-         "--format", "csv", "--store", url],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": "/nonexistent"},
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "ts,value,step" and len(result.stdout.splitlines()) == 11
-    assert _snapshot(base) == before
+    # Not under pytest's tmp_path: other pytest sessions reset its root to 0700,
+    # which would lock nobody out of it.
+    outer = Path(tempfile.mkdtemp(prefix="tw-nobody-", dir="/tmp"))
+    try:
+        outer.chmod(0o755)
+        base = outer / "shared"
+        url = _make_store(base)
+        base.chmod(0o755)
+        (base / "tw.db").chmod(0o644)
+        before = _snapshot(base)
+        result = subprocess.run(
+            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *TABLEWATCH, "query", "cpu", "--tag",
+             "host=a", "--format", "csv", "--store", url],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": "/nonexistent"},
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[0] == "ts,value,step" and len(result.stdout.splitlines()) == 11
+        assert _snapshot(base) == before
+    finally:
+        shutil.rmtree(outer)
