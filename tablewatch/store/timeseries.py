@@ -647,11 +647,15 @@ class Store:
                 per_table[table][family] = wanted[table][family]
         if "points" in changes or "run_points" in changes:
             per_table[SERIES][POINT_DAYS] = wanted[SERIES][POINT_DAYS]
+        modify_many = getattr(self.backend, "set_families_many", None)
         modify = getattr(self.backend, "set_families", None)
-        if modify is None:
+        if modify_many is not None:
+            modify_many(per_table)
+        elif modify is not None:
+            for table, families in per_table.items():
+                modify(table, families)
+        else:
             raise StoreError(f"store {self.url!r}: the {type(self.backend).__name__} cannot change GC policies")
-        for table, families in per_table.items():
-            modify(table, families)
         self._load_retention()
         return self.retention()
 
