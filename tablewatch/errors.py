@@ -73,9 +73,10 @@ class StoreSchemaError(StoreError):
     """The store's own metadata (``tw_meta``) is from a newer tablewatch, or damaged."""
 
 
-class SeriesNotFound(StoreError, LookupError):
+class SeriesNotFound(TablewatchError, LookupError):
     """No series has exactly these tags, but some have them among others;
-    ``candidates`` lists those series."""
+    ``candidates`` lists those series. A question asked wrong, not a store
+    failure: not a :class:`StoreError`."""
 
     def __init__(self, message: str, candidates: list) -> None:
         super().__init__(message)

@@ -11,7 +11,6 @@ import pytest
 
 from tablewatch import open_store
 from tablewatch.cli import main
-from tests.store.bigtable_emulator import Emulator, find_emulator
 
 HOUR = 3600
 WINDOW = 16 * HOUR
@@ -46,16 +45,8 @@ def test_a_full_window_of_one_series_is_even_and_a_burst_shows_in_its_window(tmp
     assert [w["skew"] for w in json.loads(capsys.readouterr().out)["windows"]] == [1.0, 16.0]
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    if find_emulator() is None:
-        pytest.fail("cbtemulator is not installed (scripts/install-system-deps.sh installs it)")
-    with Emulator() as emu:
-        yield emu
-
-
-def test_bigtable_info_shows_requested_and_reported_splits(emulator, capsys):
-    url = emulator.url("s" + str(time.time_ns())[-9:] + "_")
+def test_bigtable_info_shows_requested_and_reported_splits(shared_emulator, capsys):
+    url = shared_emulator.url("s" + str(time.time_ns())[-9:] + "_")
     open_store(url, salt_buckets=8).close()
     with open_store(url, create=False) as store:
         tables = {t["name"]: t for t in store.info()["tables"]}

@@ -14,7 +14,6 @@ from tablewatch import open_store
 from tablewatch.cli import main
 from tablewatch.errors import StoreError, ValidationError
 from tablewatch.store.timeseries import DEFAULT_RETENTION_S, points_family
-from tests.store.bigtable_emulator import Emulator, find_emulator
 
 DAY = 86400
 NOW = time.time()
@@ -67,8 +66,8 @@ def test_retention_is_changed_on_an_existing_store(tmp_path, capsys):
         store.set_retention({"points": -5})
 
 
-def test_bigtable_retention_becomes_gc_rules_read_back_from_the_admin_api(emulator):
-    url = emulator.url("t" + str(time.time_ns())[-9:] + "_")
+def test_bigtable_retention_becomes_gc_rules_read_back_from_the_admin_api(shared_emulator):
+    url = shared_emulator.url("t" + str(time.time_ns())[-9:] + "_")
     with open_store(url) as store:
         store.set_retention({"points": 7 * DAY, "run_points": 365 * DAY})
     with open_store(url, create=False) as store:  # a new client: policies come from Bigtable
@@ -91,11 +90,3 @@ def test_hbase_retention_is_refused_with_the_alter_commands(tmp_path):
     assert "cannot change" in message
     assert "alter 'tw_tw_points', {NAME => 'p', VERSIONS => 1, TTL => 604800}" in message
     assert "alter 'tw_tw_series', {NAME => 'days', VERSIONS => 1, TTL => 2147483647}" in message
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    if find_emulator() is None:
-        pytest.fail("cbtemulator is not installed (scripts/install-system-deps.sh installs it)")
-    with Emulator() as emu:
-        yield emu
