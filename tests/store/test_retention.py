@@ -90,3 +90,23 @@ def test_hbase_retention_is_refused_with_the_alter_commands(tmp_path):
     assert "cannot change" in message
     assert "alter 'tw_tw_points', {NAME => 'p', VERSIONS => 1, TTL => 604800}" in message
     assert "alter 'tw_tw_series', {NAME => 'days', VERSIONS => 1, TTL => 2147483647}" in message
+
+
+def test_a_store_made_before_run_points_had_their_own_family_keeps_working(tmp_path):
+    from tablewatch.store.backends import open_backend
+    from tablewatch.store.table import GCPolicy
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    backend = open_backend(url)  # tw_points as tablewatch created it before: one family
+    backend.create_table("tw_points", {"p": GCPolicy(max_versions=1, max_age_s=30 * DAY)})
+    backend.close()
+    with open_store(url) as store:
+        store.write_points("train.loss", {"run": "r1"}, [NOW - 60], [1.0])  # goes to p: there is no r
+        assert store.retention()["run_points"] == 30 * DAY  # follows points, and says so in store info
+        assert store.info()["run_points_family"] is False
+        store.set_retention({"run_points": None})  # adds the family
+        assert store.info()["run_points_family"] is True
+        store.write_points("train.loss", {"run": "r1"}, [NOW - 30], [2.0])  # now in r
+        assert store.read_arrays("train.loss", {"run": "r1"})[1].tolist() == [1.0, 2.0]  # reads cover both
+        assert set(store.backend.table_info("tw_points").families) == {"p", "r"}
+        assert sum(1 for _ in store.backend.table("tw_points").scan(columns=["r"])) == 1
