@@ -235,6 +235,8 @@ class SubQuery:
     downsample: str | None = None
     rate: bool = False
     rate_options: Mapping[str, Any] = field(default_factory=dict)
+    #: Only series whose tag keys are exactly the filters' tag keys.
+    explicit_tags: bool = False
 
     def __post_init__(self) -> None:
         if self.aggregator not in AGGREGATORS:
@@ -249,7 +251,13 @@ class SubQuery:
         return {"index": self.index, "aggregator": self.aggregator, "metric": self.metric,
                 "downsample": self.downsample, "rate": self.rate, "rateOptions": dict(self.rate_options) or None,
                 "filters": [f.to_dict() for f in self.filters],
-                "tags": {f.tagk: f.filter for f in self.filters if f.group_by}}
+                "tags": {f.tagk: f.filter for f in self.filters if f.group_by}, "explicitTags": self.explicit_tags}
+
+    def matches(self, series: Series) -> bool:
+        """Whether ``series`` (of this metric) passes every filter."""
+        if self.explicit_tags and set(series.tags) != {f.tagk for f in self.filters}:
+            return False
+        return all(f.matches(series.tags.get(f.tagk)) for f in self.filters)
 
 
 def parse_downsample(text: str, field: str = "downsample") -> tuple[float | None, str, str]:
@@ -275,18 +283,20 @@ def parse_m(text: str, index: int) -> SubQuery:
     parts = match.group(1).split(":")
     if len(parts) < 2:
         raise QueryError(field_name, text, "needs an aggregator and a metric, e.g. sum:metric")
-    downsample, rate, rate_options = None, False, {}
+    downsample, rate, rate_options, explicit = None, False, {}, False
     for part in parts[1:-1]:
         if part.lower().startswith("rate"):
             rate = True
             rate_options = {"counter": "counter" in part.lower()}
         elif part[:1].isdigit():
             downsample = part
+        elif part.lower() == "explicit_tags":
+            explicit = True
         elif part:
             raise QueryError(field_name, text, f"{part!r} is neither a downsampler (like 1m-avg) nor rate")
     filters = [tag_filter(k, v, True) for k, v in _braces(match.group(2), field_name)]
     filters += [tag_filter(k, v, False) for k, v in _braces(match.group(3), field_name)]
-    return SubQuery(index, parts[0], parts[-1], tuple(filters), downsample, rate, rate_options)
+    return SubQuery(index, parts[0], parts[-1], tuple(filters), downsample, rate, rate_options, explicit)
 
 
 def _braces(text: str | None, field_name: str) -> list[tuple[str, str]]:
@@ -315,7 +325,8 @@ def sub_query_from_json(obj: Any, index: int) -> SubQuery:
         filters.append(TagFilter(str(spec["tagk"]), str(spec["type"]), str(spec["filter"]),
                                  _truthy(spec.get("groupBy", False))))
     return SubQuery(index, str(obj.get("aggregator", "")), str(obj.get("metric", "")), tuple(filters),
-                    obj.get("downsample") or None, _truthy(obj.get("rate", False)), obj.get("rateOptions") or {})
+                    obj.get("downsample") or None, _truthy(obj.get("rate", False)), obj.get("rateOptions") or {},
+                    _truthy(obj.get("explicitTags", False)))
 
 
 def _truthy(value: Any) -> bool:
@@ -335,7 +346,7 @@ def run_query(store: Any, queries: Sequence[SubQuery], start_s: float, end_s: fl
         all_series = store.find_series(query.metric)
         if not all_series:
             raise QueryError("metric", query.metric, f"No such name for 'metrics': '{query.metric}'")
-        series = [s for s in all_series if all(f.matches(s.tags.get(f.tagk)) for f in query.filters)]
+        series = [s for s in all_series if query.matches(s)]
         group_keys = [f.tagk for f in query.filters if f.group_by]
         groups: dict[tuple, list[Series]] = {}
         for s in series:
@@ -490,8 +501,7 @@ def lookup(store: Any, m: str, limit: int = 25) -> dict[str, Any]:
     """OpenTSDB's ``/api/search/lookup``: the series of ``metric{tagk=value}``
     (``*`` matches any value)."""
     query = parse_m("none:" + m, 0)
-    series = [s for s in store.find_series(query.metric)
-              if all(f.matches(s.tags.get(f.tagk)) for f in query.filters)]
+    series = [s for s in store.find_series(query.metric) if query.matches(s)]
     results = [{"tsuid": "", "metric": s.metric, "tags": dict(s.tags)} for s in series[:limit]]
     return {"type": "LOOKUP", "metric": query.metric, "limit": limit, "startIndex": 0,
             "totalResults": len(series), "results": results}

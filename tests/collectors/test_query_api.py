@@ -96,6 +96,18 @@ def test_grouping_by_star_and_pipe_and_filters(client):
     assert [r["dps"] for r in second_braces] == [{str(B): 100.0, str(B + 10): 100.0, str(B + 20): 100.0}]
 
 
+def test_explicit_tags_and_rate(client):
+    explicit = client.post("/api/query", json=grafana_body(
+        {"metric": "sys.mem", "aggregator": "sum", "tags": {"host": "*"}, "explicitTags": True})).json()
+    assert [r["tags"] for r in explicit] == [{"host": "web01"}]
+    none = client.post("/api/query", json=grafana_body(
+        {"metric": METRIC, "aggregator": "sum", "tags": {"host": "*"}, "explicitTags": True})).json()
+    assert none == []  # every series of METRIC also has a dc tag
+    [rate] = client.get("/api/query", params={"start": str(B), "end": str(B + 20),
+                                              "m": "sum:rate:sys.cpu.user{host=web01}"}).json()
+    assert rate["dps"] == {str(B + 20): 1.0}  # (30 - 10) / 20 s
+
+
 def test_downsampling_relative_times_and_ms_resolution(client):
     body = {"start": "4h-ago", "queries": [{"metric": METRIC, "aggregator": "sum", "downsample": "1m-avg",
                                            "tags": {"host": "web01"}}], "msResolution": True}
