@@ -240,9 +240,9 @@ class Store:
         meta = self.backend.table(META)
         stored = meta.read_rows([b"config"])
         if not stored:
-            if self.read_only:
-                raise StoreSchemaError(f"store {self.url!r}: {META} has no config row and the store is read-only; "
-                                       "open it writable once to finish creating it")
+            if self.read_only or not create:
+                raise StoreSchemaError(f"store {self.url!r}: {META} has no config row (its creation was cut short); "
+                                       "open it once with a writer (e.g. `tablewatch push`) to finish creating it")
             value = json.dumps(
                 {"salt_buckets": codec.salt_buckets, "bucket_seconds": codec.bucket_seconds, "schema": SCHEMA_VERSION}
             ).encode()
