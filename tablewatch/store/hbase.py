@@ -359,9 +359,9 @@ class HBaseBackend:
         return HBaseTable(self, name)
 
     def full_table_name(self, name: str) -> str:
-        """The table's name in HBase (with the table prefix)."""
-        prefix = self.options.table_prefix
-        return f"{prefix}_{name}" if prefix else name
+        """The table's name in HBase, with the table prefix as happybase joins it."""
+        full = self._call(f"name table {name}", lambda c: c._table_name(name))
+        return full.decode() if isinstance(full, bytes) else full
 
     def set_families(self, name: str, families: Mapping[str, GCPolicy]) -> None:
         """Refused: HBase's Thrift v1 API cannot alter a table. The error gives
