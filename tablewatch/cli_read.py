@@ -142,16 +142,16 @@ def cmd_store_retention(args: argparse.Namespace) -> int:
                                   "and AGE like 30d, 12h, 400d or forever")
         changes[kind] = _parse_age(age)
     with open_store(args.store, create=False) as store:
-        if changes:
-            retention = store.set_retention(changes)
-            print(f"retention of {store.url} changed ({', '.join(sorted(changes))}):")
-        else:
-            retention = store.retention()
-            print(f"retention of {store.url} (max age by data time):")
-        has_run_family = store.info(count_limit=1)["run_points_family"] if not changes else True
+        retention = store.set_retention(changes) if changes else store.retention()
+        has_run_family = "r" in store.backend.table_info("tw_points").families
+        url = store.url
     if args.json:
         print(json.dumps(retention, indent=2))
         return 0
+    if changes:
+        print(f"retention of {url} changed ({', '.join(sorted(changes))}):")
+    else:
+        print(f"retention of {url} (max age by data time):")
     _print_retention(retention, has_run_family)
     if changes:
         print("Older records are hidden at once and removed when the backend collects garbage "

@@ -5,6 +5,7 @@ cannot alter a table)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -60,6 +61,8 @@ def test_retention_is_changed_on_an_existing_store(tmp_path, capsys):
         assert store.compact() >= 2
         store.set_retention({"points": None})
         assert store.retention()["points"] is None
+    assert main(["store", "retention", "--store", url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["points"] is None
     assert main(["store", "retention", "--store", url, "--set", "pointz=1d"]) == 2
     assert "must be KIND=AGE" in capsys.readouterr().err
     with open_store(url) as store, pytest.raises(ValidationError, match=r"retention_s\['points'\]"):
