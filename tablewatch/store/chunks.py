@@ -44,6 +44,7 @@ and ``NO_STEP`` included), and encoding is deterministic.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 import threading
@@ -63,6 +64,8 @@ NO_STEP = np.iinfo(np.int64).min
 MIN_PACKED_POINTS = 8
 #: Zstandard level of packed chunks (chosen by ``python -m bench codec``).
 ZSTD_LEVEL = 1
+#: Stream width of equal strides (the stream is the first value and the stride).
+REGULAR = 255
 #: Value kinds of a packed chunk.
 XOR = 0
 DECIMAL = 1
@@ -116,19 +119,19 @@ def decode(value: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
 
 def pack_streams(ts: np.ndarray, values: np.ndarray, steps: np.ndarray | None) -> tuple[tuple[int, ...], bytes]:
     """(layout, streams) before compression; layout is (value kind, decimal
-    digits, ts width, value width, steps width), widths in bytes per point."""
+    digits, ts width, value width, steps width): the bytes per point of each
+    stream, or ``REGULAR`` for a stream of equal strides."""
     digits, integers = _decimal(values)
     if digits is None:
         bits = values.view("<u8")
         xor = np.empty_like(bits)
         xor[0] = bits[0]
         np.bitwise_xor(bits[1:], bits[:-1], out=xor[1:])
-        kind, digits, value_stream = XOR, 0, _shuffle(xor)
-        value_width = 8
+        kind, digits, value_width, value_stream = XOR, 0, 8, _shuffle(xor)
     else:
-        kind, (value_width, value_stream) = DECIMAL, _narrow(_zigzag(_deltas(integers, order=1)))
-    ts_width, ts_stream = _narrow(_zigzag(_deltas(ts, order=2)))
-    step_width, step_stream = _narrow(_zigzag(_deltas(steps, order=2))) if steps is not None else (0, b"")
+        kind, (value_width, value_stream) = DECIMAL, _pack_integers(integers, order=1)
+    ts_width, ts_stream = _pack_integers(ts, order=2)
+    step_width, step_stream = _pack_integers(steps, order=2) if steps is not None else (0, b"")
     return (kind, digits, ts_width, value_width, step_width), ts_stream + value_stream + step_stream
 
 
@@ -137,35 +140,56 @@ def unpack_streams(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Inverse of :func:`pack_streams`."""
     kind, digits, ts_width, value_width, step_width = layout
-    if len(body) != n * (ts_width + value_width + step_width) or has_steps != (step_width > 0):
+    sizes = [_stream_bytes(n, ts_width), _stream_bytes(n, value_width), _stream_bytes(n, step_width) if has_steps else 0]
+    if len(body) != sum(sizes) or kind not in (XOR, DECIMAL) or (kind == XOR and value_width != 8):
         raise ValueError(f"packed chunk: {len(body)} bytes do not hold {n} points of layout {layout}")
-    ts = _sums(_unzigzag(_widen(body, 0, n, ts_width)), order=2)
+    ts = _unpack_integers(body, 0, n, ts_width, order=2)
     if kind == XOR:
-        planes = np.frombuffer(body, dtype=np.uint8, count=8 * n, offset=n * ts_width).reshape(8, n)
-        unshuffled = np.empty((n, 8), dtype=np.uint8)
-        for byte in range(8):  # eight strided copies beat one transposing copy
-            unshuffled[:, byte] = planes[byte]
-        words = unshuffled.view("<u8").reshape(n)
+        words = _unshuffle(body, sizes[0], n, 8)
         values = np.bitwise_xor.accumulate(words, out=words).view("<f8")
-    elif kind == DECIMAL:
-        values = _sums(_unzigzag(_widen(body, n * ts_width, n, value_width)), order=1).astype(np.float64)
-        values /= 10.0**digits
     else:
-        raise ValueError(f"packed chunk: unknown value kind {kind}")
-    steps = _sums(_unzigzag(_widen(body, n * (ts_width + value_width), n, step_width)), order=2) if has_steps else None
+        values = _unpack_integers(body, sizes[0], n, value_width, order=1).astype(np.float64)
+        values /= 10.0**digits
+    steps = _unpack_integers(body, sizes[0] + sizes[1], n, step_width, order=2) if has_steps else None
     return ts, values, steps
 
 
-def _narrow(words: np.ndarray) -> tuple[int, bytes]:
-    """(width, bytes): uint64 words in the fewest bytes (1, 2, 4 or 8) that hold them all."""
-    top = int(words.max())
+def _pack_integers(a: np.ndarray, order: int) -> tuple[int, bytes]:
+    """(width, stream) of int64s: the first value (8 bytes), then ``REGULAR``
+    and the stride when the strides are all equal (order 2), else the other
+    zigzag-coded deltas in the fewest bytes (1, 2, 4 or 8) that hold them all."""
+    deltas = _deltas(a, order)
+    if order == 2 and len(a) > 2 and not deltas[2:].any():
+        return REGULAR, deltas[:2].tobytes()
+    words = _zigzag(deltas[1:])
+    top = int(words.max()) if len(words) else 0
     width = 1 if top < 1 << 8 else 2 if top < 1 << 16 else 4 if top < 1 << 32 else 8
-    return width, words.astype(f"<u{width}").tobytes()
+    return width, deltas[:1].tobytes() + _shuffle(words.astype(f"<u{width}"))
 
 
-def _widen(body: bytes, offset: int, n: int, width: int) -> np.ndarray:
-    """A fresh uint64 array of ``n`` words of ``width`` bytes at ``offset``."""
-    return np.frombuffer(body, dtype=f"<u{width}", count=n, offset=offset).astype(np.uint64)
+def _unpack_integers(body: bytes, offset: int, n: int, width: int, order: int) -> np.ndarray:
+    """Inverse of :func:`_pack_integers`: a fresh int64 array."""
+    if width == REGULAR:
+        first, stride = np.frombuffer(body, dtype="<i8", count=2, offset=offset)
+        return first + stride * np.arange(n, dtype=np.int64)
+    deltas = np.empty(n, dtype=np.int64)
+    deltas[0] = np.frombuffer(body, dtype="<i8", count=1, offset=offset)[0]
+    stream = _unshuffle(body, offset + 8, n - 1, width)
+    if width <= 2:
+        np.take(_unzigzag_table(width), stream, out=deltas[1:])
+    else:
+        deltas[1:] = _unzigzag(stream.astype(np.uint64))
+    return _sums(deltas, order)
+
+
+def _stream_bytes(n: int, width: int) -> int:
+    return 16 if width == REGULAR else 8 + (n - 1) * width
+
+
+@functools.cache
+def _unzigzag_table(width: int) -> np.ndarray:
+    """Every 1- or 2-byte zigzag word's value: decoding is one lookup."""
+    return _unzigzag(np.arange(1 << (8 * width), dtype=np.uint64))
 
 
 def _decimal(values: np.ndarray) -> tuple[int | None, np.ndarray | None]:
@@ -238,8 +262,21 @@ def _unzigzag(z: np.ndarray) -> np.ndarray:
 
 
 def _shuffle(words: np.ndarray) -> bytes:
-    """Byte planes of 64-bit words: every word's byte 0, then byte 1, ..."""
-    return np.ascontiguousarray(words.view(np.uint8).reshape(-1, 8).T).tobytes()
+    """Byte planes of unsigned words: every word's byte 0, then byte 1, ..."""
+    width = words.dtype.itemsize
+    return words.tobytes() if width == 1 else np.ascontiguousarray(words.view(np.uint8).reshape(-1, width).T).tobytes()
+
+
+def _unshuffle(body: bytes, offset: int, n: int, width: int) -> np.ndarray:
+    """Inverse of :func:`_shuffle`: ``n`` words of ``width`` bytes at ``offset``
+    (a fresh array; for width 1, a read-only view of ``body``)."""
+    planes = np.frombuffer(body, dtype=np.uint8, count=width * n, offset=offset).reshape(width, n)
+    if width == 1:
+        return planes[0]
+    words = np.empty((n, width), dtype=np.uint8)
+    for byte in range(width):  # strided copies, faster than one transposing copy
+        words[:, byte] = planes[byte]
+    return words.view(f"<u{width}").reshape(n)
 
 
 # -- raw layout and codec objects ------------------------------------------------------------------

@@ -120,6 +120,8 @@ def test_any_points_round_trip(values, stride, data):
     qualifier, value = chunks.encode(ts, values, steps)
     assert chunks.count_of(qualifier) == n
     assert_same_bits(chunks.decode(value), ts, values, steps)
+    layout, body = chunks.pack_streams(ts, values, steps)  # the packed layout at every size, too
+    assert_same_bits(chunks.unpack_streams(body, n, layout, steps is not None), ts, values, steps)
 
 
 def test_encoding_is_deterministic_and_the_qualifier_hashes_the_points():
