@@ -9,10 +9,15 @@ does):
   timestamps, steps 0, 1, 2, ...;
 - ``loss f64``: the same curve computed in float64 (45 random bits a point:
   no lossless codec gets near 3 bytes);
-- ``latency 0.1ms``: a latency in seconds rounded to 0.1 ms, 1 Hz timestamps;
+- ``latency 0.1ms``: a latency in seconds (log-normal around 20 ms) rounded
+  to 0.1 ms, 1 Hz timestamps;
+- ``latency 3 digits``: the same latency rounded to 3 significant digits
+  (0.0213, 0.00487, 0.152);
 - ``latency jitter``: the same with timestamps 1 s ± 5 ms apart (a Collector's
   flush times), which the ≤ 3 bytes target does not cover (it is for regular
   timestamps);
+- ``latency unrounded``: the latency as measured (``perf_counter``
+  differences: full float64 noise), which is random doubles to a codec;
 - ``random``: standard normal doubles, 1 Hz timestamps.
 
 Candidates: ``raw`` (the layout before compression: int64 ts, float64 values,
@@ -64,12 +69,16 @@ def data_kinds(n: int = N) -> dict[str, tuple[Points, float | None]]:
     jittered = np.sort(regular + rng.integers(-5_000, 5_000, n))
     t = np.arange(n)
     curve = 2.5 * np.exp(-t / 300_000) + 0.3 + 0.01 * rng.normal(size=n)
-    latency = np.round(rng.lognormal(np.log(0.02), 0.3, n), 4)
+    measured = rng.lognormal(np.log(0.02), 0.6, n)
+    latency = np.round(measured, 4)
+    scale = 10.0 ** (2 - np.floor(np.log10(measured)))
     return {
         "loss f32": ((regular, curve.astype(np.float32).astype(np.float64), t), 3.0),
         "loss f64": ((regular, curve, t), None),
         "latency 0.1ms": ((regular, latency, None), 3.0),
+        "latency 3 digits": ((regular, np.round(measured * scale) / scale, None), 3.0),
         "latency jitter": ((jittered, latency, None), None),
+        "latency unrounded": ((regular, measured, None), 10.0),
         "random": ((regular, rng.normal(size=n), None), 10.0),
     }
 

@@ -82,21 +82,20 @@ _codecs = threading.local()  # one compressor and decompressor per thread (not t
 
 def encode(ts: np.ndarray, values: np.ndarray, steps: np.ndarray | None) -> tuple[bytes, bytes]:
     """(qualifier, value) of one chunk; ``ts`` sorted ascending, int64 µs."""
+    flags = HAS_STEPS if steps is not None else 0
+    if len(ts) < MIN_PACKED_POINTS:  # the raw layout: hash what is stored
+        value = _raw(flags, ts, values, steps)
+        digest = hashlib.blake2b(value, digest_size=8).digest()
+        return _QUALIFIER.pack(int(ts[0]), len(ts)) + digest, value
     ts = np.ascontiguousarray(ts, dtype="<i8")
     values = np.ascontiguousarray(values, dtype="<f8")
     steps = np.ascontiguousarray(steps, dtype="<i8") if steps is not None else None
-    flags = HAS_STEPS if steps is not None else 0
-    digest = hashlib.blake2b(bytes([flags]), digest_size=8)  # the raw layout's bytes, fed piece by piece
-    digest.update(ts)
-    digest.update(values)
-    if steps is not None:
-        digest.update(steps)
-    qualifier = _QUALIFIER.pack(int(ts[0]), len(ts)) + digest.digest()
-    if len(ts) < MIN_PACKED_POINTS:
-        return qualifier, _raw(flags, ts, values, steps)
+    hasher = hashlib.blake2b(bytes([flags]), digest_size=8)  # the raw layout's bytes, piece by piece
+    for array in (ts, values) if steps is None else (ts, values, steps):
+        hasher.update(array)
     layout, body = pack_streams(ts, values, steps)
     value = _HEADER.pack(flags | PACKED, *layout, len(ts)) + _compressor().compress(body)
-    return qualifier, value
+    return _QUALIFIER.pack(int(ts[0]), len(ts)) + hasher.digest(), value
 
 
 def count_of(qualifier: bytes) -> int:
@@ -283,9 +282,9 @@ def _unshuffle(body: bytes, offset: int, n: int, width: int) -> np.ndarray:
 
 
 def _raw(flags: int, ts: np.ndarray, values: np.ndarray, steps: np.ndarray | None) -> bytes:
-    parts = [bytes([flags]), ts.tobytes(), values.tobytes()]
+    parts = [bytes([flags]), ts.astype("<i8", copy=False).tobytes(), values.astype("<f8", copy=False).tobytes()]
     if steps is not None:
-        parts.append(steps.tobytes())
+        parts.append(steps.astype("<i8", copy=False).tobytes())
     return b"".join(parts)
 
 

@@ -35,6 +35,14 @@ def latency_4_digits(n: int = N) -> np.ndarray:
     return np.round(rng.lognormal(np.log(0.02), 0.3, n), 4)
 
 
+def latency_3_significant_digits(n: int = N) -> np.ndarray:
+    """A latency in seconds from 1 ms to 3 s rounded to 3 significant digits
+    (0.00123, 0.0456, 2.35): the double nearest each decimal."""
+    measured = 10 ** rng.uniform(-3, 0.5, n)
+    scale = 10.0 ** (2 - np.floor(np.log10(measured)))
+    return np.round(measured * scale) / scale
+
+
 def assert_same_bits(got: tuple, ts: np.ndarray, values: np.ndarray, steps: np.ndarray | None) -> None:
     got_ts, got_values, got_steps = got
     np.testing.assert_array_equal(got_ts, ts)
@@ -55,12 +63,13 @@ def bytes_per_point(ts: np.ndarray, values: np.ndarray, steps: np.ndarray | None
     [
         (loss_curve_float32(), STEPS, 3.0),  # regular ts, steps 0, 1, 2, ...
         (latency_4_digits(), None, 3.0),
+        (latency_3_significant_digits(), None, 3.0),
         (np.round(20 + np.cumsum(rng.normal(size=N)) * 0.01, 2), None, 3.0),  # a slow gauge, 2 digits
         (np.full(N, 0.5), None, 0.1),
         (rng.normal(size=N), None, 10.0),  # random doubles
         (rng.normal(size=N), STEPS, 10.0),
     ],
-    ids=["loss-float32", "latency-0.1ms", "gauge-2-digits", "constant", "random", "random-with-steps"],
+    ids=["loss-float32", "latency-0.1ms", "latency-3-digits", "gauge-2-digits", "constant", "random", "random-with-steps"],
 )
 def test_round_trip_is_exact_and_small(values, steps, at_most):
     qualifier, value = chunks.encode(REGULAR, values, steps)
