@@ -20,23 +20,30 @@ A value starts with a flags byte. Two layouts:
   arrays ts (int64 µs), values (float64) and, when flag ``HAS_STEPS`` is set,
   steps (int64). 16 or 24 bytes per point.
 - **packed** (flag ``PACKED``): a header ``value kind (1 byte) | decimal digits
-  (1) | point count (4, little-endian)`` then one Zstandard frame holding three
-  streams of 64-bit words, each byte-shuffled (all first bytes, then all second
-  bytes, ...):
+  (1) | ts width (1) | values width (1) | steps width (1) | point count (4,
+  little-endian)``, then one Zstandard frame (level ``ZSTD_LEVEL``) holding
+  three streams back to back:
 
-  * ts: ``ts[0]``, then the first delta, then deltas of deltas (0 for regular
-    timestamps), zigzag-coded so that small negative numbers are small;
+  * ts: the first timestamp (8 bytes), then either ``REGULAR`` (width) and the
+    stride (8 bytes) when every delta is the same, or the deltas of deltas
+    (the first delta, then 0 for each regular step), zigzag-coded so that
+    small negative numbers are small, in the fewest bytes (width 1, 2, 4 or
+    8) that hold them all, byte-shuffled (all first bytes, then all second
+    bytes, ...);
   * values, one of two kinds chosen per chunk: ``DECIMAL`` when every value is
-    exactly ``integer / 10**digits`` for some digits <= ``MAX_DECIMAL_DIGITS``
-    (a latency rounded to 0.1 ms, a count, an accuracy in percent: the
-    integers' deltas are stored, zigzag-coded; the idea of ALP, SIGMOD 2024),
-    else ``XOR``: each value's IEEE bits XOR the previous value's (Gorilla,
-    VLDB 2015), whose leading and trailing zero bits become zero bytes;
+    exactly the double nearest ``integer / 10**digits`` for some digits <=
+    ``MAX_DECIMAL_DIGITS`` (a latency rounded to 0.1 ms or to 3 significant
+    digits, a count, a percentage: the idea of ALP, SIGMOD 2024): the first
+    integer (8 bytes), then the integers' deltas (first order), zigzag-coded,
+    narrowed and shuffled like the ts deltas; else
+    ``XOR``: each value's IEEE bits XOR the previous value's (Gorilla, VLDB
+    2015), 8 bytes byte-shuffled, so that the zero bits shared by neighbouring
+    values become planes of zero bytes;
   * steps (when ``HAS_STEPS``): like ts (0, 1, 2, ... and constant strides
-    cost nothing).
+    cost 16 bytes a chunk).
 
-  Byte shuffling puts the zero bytes of those small words next to each other,
-  where Zstandard removes them; every step is a whole-array numpy operation.
+  Zstandard removes the zero and repeated bytes; every step is a whole-array
+  numpy operation (decoding 1- and 2-byte deltas is one table lookup).
 
 Decoding reproduces the points bit for bit (``-0.0``, NaN payloads, infinities
 and ``NO_STEP`` included), and encoding is deterministic.
