@@ -141,9 +141,11 @@ class SQLiteBackend:
         # no faster and cost 4x the WAL bytes). page_size only takes effect when
         # the file is created.
         connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-        # Like page_size, only takes effect when the file is created (before
-        # WAL mode writes its header); an older file needs one vacuum().
-        connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        if self.path.stat().st_size == 0:
+            # Only when the file is created (before WAL mode writes its header):
+            # on an existing file this pragma takes the write lock, and an older
+            # file needs one vacuum() anyway.
+            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
         connection.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
         mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":

@@ -98,3 +98,18 @@ def test_an_old_store_shrinks_with_compact_vacuum_and_then_on_its_own(tmp_path, 
         full = store.backend.file_bytes()
         store.compact()
         assert store.backend.file_bytes() < full / 4
+
+
+def test_opening_the_store_while_a_writer_holds_the_lock_does_not_wait(tmp_path):
+    url = f"sqlite:///{tmp_path}/busy.db"
+    with open_store(url) as store:
+        store.write_points("m", {}, [time.time()], [1.0])
+    writer = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # holds the write lock
+    try:
+        with open_store(url + "?busy_timeout_s=0.5") as reader:  # a new connection reads at once
+            assert reader.backend.auto_vacuum() == "incremental"
+            assert reader.read_points("m", {})["value"].tolist() == [1.0]
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
