@@ -141,7 +141,7 @@ class SQLiteBackend:
         # no faster and cost 4x the WAL bytes). page_size only takes effect when
         # the file is created.
         connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-        if self.path.stat().st_size == 0:
+        if not self.path.exists() or self.path.stat().st_size == 0:
             # Only when the file is created (before WAL mode writes its header):
             # on an existing file this pragma takes the write lock, and an older
             # file needs one vacuum() anyway.
@@ -282,11 +282,13 @@ class SQLiteBackend:
 
     def reclaim_space(self, step_pages: int = VACUUM_STEP_PAGES) -> int:
         """Give the file's free pages back to the file system: an incremental
-        vacuum of ``step_pages`` pages per transaction, so that writers wait at
-        most one step and readers not at all, then a checkpoint that shrinks
-        the file (and empties the WAL if no reader still holds an older
-        snapshot after ``CHECKPOINT_WAIT_MS``). Pages given back; 0 when the
-        file's auto_vacuum is not incremental (see :meth:`vacuum`)."""
+        vacuum of ``step_pages`` pages per transaction, so that readers never
+        wait and writers wait one step at most, then a checkpoint that shrinks
+        the file and empties the WAL (it waits up to ``CHECKPOINT_WAIT_MS`` for
+        readers of older snapshots, and writers wait for it meanwhile; if they
+        are still reading, the next automatic checkpoint finishes the job).
+        Pages given back; 0 when the file's auto_vacuum is not incremental (see
+        :meth:`vacuum`)."""
         if step_pages < 1:
             raise ValidationError("step_pages", step_pages, "must be >= 1")
         connection = self._connection()
@@ -294,13 +296,17 @@ class SQLiteBackend:
         with self._errors("reclaim space"):
             if connection.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
                 return 0
+            before = None
             while True:
                 with self._write_lock:
                     free = connection.execute("PRAGMA freelist_count").fetchone()[0]
-                    if not free:
+                    if before is not None:
+                        freed += max(0, before - free)
+                    if not free or free == before:  # done, or no progress
                         break
-                    connection.execute(f"PRAGMA incremental_vacuum({min(free, step_pages)})").fetchall()
-                freed += min(free, step_pages)
+                    # executescript steps the pragma to its end (execute frees one page per call)
+                    connection.executescript(f"PRAGMA incremental_vacuum({min(free, step_pages)});")
+                before = free
             if freed:
                 self._checkpoint(connection)
         return freed

@@ -113,3 +113,25 @@ def test_opening_the_store_while_a_writer_holds_the_lock_does_not_wait(tmp_path)
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+def test_reclaim_space_gives_back_every_free_page_in_steps(tmp_path):
+    from tablewatch.store.table import DeleteRow, RowMutation
+
+    store = open_store(f"sqlite:///{tmp_path}/steps.db")
+    fill(store, time.time())
+    rows = [RowMutation(row.key, [DeleteRow()]) for row in store._points.scan(keys_only=True)]
+    store._points.mutate_rows(rows)  # frees pages without compacting
+    connection = store.backend._connection()
+    free = connection.execute("PRAGMA freelist_count").fetchone()[0]
+    assert free > 64
+    statements: list[str] = []
+    connection.set_trace_callback(statements.append)
+    assert store.backend.reclaim_space(step_pages=16) == free
+    connection.set_trace_callback(None)
+    steps = [s for s in statements if "incremental_vacuum" in s]
+    assert len(steps) == -(-free // 16) and all(s.strip(" ;").endswith("(16)") for s in steps[:-1])
+    assert connection.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    assert store.backend.file_bytes() < 1_000_000
+    assert store.backend.reclaim_space() == 0  # nothing left to give back
+    store.close()
