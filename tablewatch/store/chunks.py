@@ -73,6 +73,7 @@ MIN_PACKED_POINTS = 8
 ZSTD_LEVEL = 1
 #: Stream width of equal strides (the stream is the first value and the stride).
 REGULAR = 255
+_WIDTHS = (1, 2, 4, 8, REGULAR)
 #: Value kinds of a packed chunk.
 XOR = 0
 DECIMAL = 1
@@ -146,6 +147,9 @@ def unpack_streams(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Inverse of :func:`pack_streams`."""
     kind, digits, ts_width, value_width, step_width = layout
+    widths = (ts_width, value_width, step_width) if has_steps else (ts_width, value_width)
+    if any(width not in _WIDTHS for width in widths):
+        raise ValueError(f"packed chunk: stream widths {widths} are not among {_WIDTHS}")
     sizes = [_stream_bytes(n, ts_width), _stream_bytes(n, value_width), _stream_bytes(n, step_width) if has_steps else 0]
     if len(body) != sum(sizes) or kind not in (XOR, DECIMAL) or (kind == XOR and value_width != 8):
         raise ValueError(f"packed chunk: {len(body)} bytes do not hold {n} points of layout {layout}")

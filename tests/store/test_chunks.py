@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -131,6 +132,27 @@ def test_any_points_round_trip(values, stride, data):
     assert_same_bits(chunks.decode(value), ts, values, steps)
     layout, body = chunks.pack_streams(ts, values, steps)  # the packed layout at every size, too
     assert_same_bits(chunks.unpack_streams(body, n, layout, steps is not None), ts, values, steps)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    integers=hnp.arrays(np.int64, st.integers(8, 300), elements=st.integers(-(2**53), 2**53)),
+    digits=st.integers(0, chunks.MAX_DECIMAL_DIGITS),
+)
+def test_any_decimals_round_trip(integers, digits):
+    values = integers / 10.0**digits
+    ts = T0_US + np.arange(len(values)) * 1_000_000
+    assert_same_bits(chunks.decode(chunks.encode(ts, values, None)[1]), ts, values, None)
+
+
+def test_a_damaged_packed_chunk_is_an_error_not_wrong_points():
+    _, value = chunks.encode(REGULAR, latency_4_digits(), None)
+    with pytest.raises(ValueError, match="widths"):
+        chunks.decode(value[:3] + bytes([3]) + value[4:])  # a ts width that does not exist
+    with pytest.raises(ValueError, match="do not hold"):
+        chunks.decode(value[:6] + struct.pack("<I", N + 1) + value[10:])  # one point too many
+    with pytest.raises(zstandard.ZstdError):
+        chunks.decode(value[:-5])  # a cut Zstandard frame
 
 
 def test_encoding_is_deterministic_and_the_qualifier_hashes_the_points():
