@@ -49,7 +49,7 @@ def test_a_new_store_shrinks_after_compact_while_a_reader_keeps_reading(tmp_path
 
     thread = threading.Thread(target=reader)
     thread.start()
-    while not reads:
+    while not reads and thread.is_alive():
         time.sleep(0.01)
     before = len(reads)
     assert store.compact() > 0
