@@ -180,8 +180,12 @@ def _pack_integers(a: np.ndarray, order: int) -> tuple[int, bytes]:
 def _unpack_integers(body: bytes, offset: int, n: int, width: int, order: int) -> np.ndarray:
     """Inverse of :func:`_pack_integers`: a fresh int64 array."""
     if width == REGULAR:
-        first, stride = np.frombuffer(body, dtype="<i8", count=2, offset=offset)
-        return first + stride * np.arange(n, dtype=np.int64)
+        first, stride = (int(x) for x in np.frombuffer(body, dtype="<i8", count=2, offset=offset))
+        if stride == 0:
+            return np.full(n, first, dtype=np.int64)
+        if -(2**63) <= first + stride * n < 2**63:  # one pass
+            return np.arange(first, first + stride * n, stride, dtype=np.int64)
+        return np.int64(first) + np.int64(stride) * np.arange(n, dtype=np.int64)  # wraps like the deltas did
     deltas = np.empty(n, dtype=np.int64)
     deltas[0] = np.frombuffer(body, dtype="<i8", count=1, offset=offset)[0]
     stream = _unshuffle(body, offset + 8, n - 1, width)
