@@ -135,3 +135,13 @@ def test_reclaim_space_gives_back_every_free_page_in_steps(tmp_path):
     assert store.backend.file_bytes() < 1_000_000
     assert store.backend.reclaim_space() == 0  # nothing left to give back
     store.close()
+
+
+def test_compact_vacuum_on_hbase_says_there_is_no_file(tmp_path, capsys):
+    from tablewatch.gateway.hbase_thrift import HBaseThriftGateway
+
+    with HBaseThriftGateway(f"sqlite:///{tmp_path}/gateway.db", port=0) as gateway:
+        assert main(["store", "compact", "--vacuum", "--store", f"hbase://127.0.0.1:{gateway.port}"]) == 0
+    out = capsys.readouterr().out
+    assert "removed 0 expired cells" in out
+    assert "only the embedded (sqlite) store has a file to shrink" in out and "MB" not in out
