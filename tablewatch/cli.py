@@ -18,8 +18,18 @@ def cmd_store_compact(args: argparse.Namespace) -> int:
     from tablewatch.store import open_store
 
     with open_store(args.store, create=False) as store:
+        file_bytes = getattr(store.backend, "file_bytes", None)  # only the embedded store has a file
+        before = file_bytes() if file_bytes else None
         removed = store.compact()
-    print(f"removed {removed} expired cells")
+        print(f"removed {removed} expired cells")
+        if args.vacuum and file_bytes is None:
+            print("--vacuum: nothing to do, only the embedded (sqlite) store has a file to shrink")
+        elif args.vacuum:
+            store.backend.vacuum()
+        if file_bytes is not None:
+            print(f"file: {before / 1e6:.2f} MB -> {file_bytes() / 1e6:.2f} MB")
+            if store.backend.auto_vacuum() != "incremental":
+                print("this file does not shrink on its own: run `tablewatch store compact --vacuum` once")
     return 0
 
 
@@ -74,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = store_commands.add_parser(name, help=help_text)
         sub.add_argument("--store", help="store URL (default: $TABLEWATCH_STORE, else ./tablewatch.db)")
+        sub.add_argument("--vacuum", action="store_true",
+                         help="then rewrite the SQLite file without free space (once, for a file created "
+                              "before auto_vacuum; writers wait meanwhile)")
         sub.set_defaults(handler=handler)
     cli_read.add_commands(commands)
 

@@ -11,6 +11,14 @@ power cut can lose the last transactions; ``?synchronous=full`` closes that too)
 
 Each table is one SQL table of cells keyed by (row, family, qualifier, -ts): the
 primary key order is the Table API's order, newest version first.
+
+The file gives back the space of removed cells: a new file is created with
+``auto_vacuum = INCREMENTAL``, and ``compact()`` returns its free pages to the
+file system a few megabytes at a time (each step a short write transaction;
+readers are never blocked in WAL mode). A file created before that has
+``auto_vacuum = NONE`` and keeps its size until one full :meth:`SQLiteBackend.vacuum`
+(``tablewatch store compact --vacuum``) rewrites it, which also switches it to
+incremental.
 """
 
 from __future__ import annotations
@@ -66,6 +74,10 @@ OPEN_MODES = ("rw", "ro")
 SCAN_PAGE_CELLS = 4096
 PAGE_SIZE = 16384
 MMAP_SIZE = 256 * 1024 * 1024
+#: Free pages given back per incremental-vacuum transaction (4 MiB of 16 KiB pages).
+VACUUM_STEP_PAGES = 256
+#: How long a compaction waits for old readers before it truncates the WAL file.
+CHECKPOINT_WAIT_MS = 1000
 _IN_CHUNK = 500  # keys per "row IN (...)" query, under SQLite's variable limit
 
 
@@ -198,6 +210,11 @@ class SQLiteBackend:
         # no faster and cost 4x the WAL bytes). page_size only takes effect when
         # the file is created.
         connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            # Only when the file is created (before WAL mode writes its header):
+            # on an existing file this pragma takes the write lock, and an older
+            # file needs one vacuum() anyway.
+            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
         connection.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
         mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
@@ -341,6 +358,69 @@ class SQLiteBackend:
             return self._connection().execute(
                 f'SELECT COUNT(*) FROM (SELECT DISTINCT row FROM "cells_{name}")'
             ).fetchone()[0]
+
+    # -- disk space --------------------------------------------------------------
+
+    def file_bytes(self) -> int:
+        """Size of the database file plus its WAL file, in bytes."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
+
+    def auto_vacuum(self) -> str:
+        """The file's auto_vacuum mode: ``none``, ``full`` or ``incremental``."""
+        with self._errors("read auto_vacuum"):
+            mode = self._connection().execute("PRAGMA auto_vacuum").fetchone()[0]
+        return {0: "none", 1: "full", 2: "incremental"}[mode]
+
+    def reclaim_space(self, step_pages: int = VACUUM_STEP_PAGES) -> int:
+        """Give the file's free pages back to the file system: an incremental
+        vacuum of ``step_pages`` pages per transaction, so that readers never
+        wait and writers wait one step at most, then a checkpoint that shrinks
+        the file and empties the WAL (it waits up to ``CHECKPOINT_WAIT_MS`` for
+        readers of older snapshots, and writers wait for it meanwhile; if they
+        are still reading, the next automatic checkpoint finishes the job).
+        Pages given back; 0 when the file's auto_vacuum is not incremental (see
+        :meth:`vacuum`)."""
+        if step_pages < 1:
+            raise ValidationError("step_pages", step_pages, "must be >= 1")
+        connection = self._connection()
+        freed = 0
+        with self._errors("reclaim space"):
+            if connection.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+                return 0
+            before = None
+            while True:
+                with self._write_lock:
+                    free = connection.execute("PRAGMA freelist_count").fetchone()[0]
+                    if before is not None:
+                        freed += max(0, before - free)
+                    if not free or free == before:  # done, or no progress
+                        break
+                    # executescript steps the pragma to its end (execute frees one page per call)
+                    connection.executescript(f"PRAGMA incremental_vacuum({min(free, step_pages)});")
+                before = free
+            if freed:
+                self._checkpoint(connection)
+        return freed
+
+    def vacuum(self) -> None:
+        """Rewrite the whole file without its free pages (SQLite's VACUUM), and
+        switch it to incremental auto_vacuum so that later compactions shrink it
+        on their own. Readers go on reading meanwhile (WAL mode); writers wait
+        until it is done: run it once, at a quiet moment, on a store created
+        before auto_vacuum was set."""
+        connection = self._connection()
+        with self._write_lock, self._errors("vacuum"):
+            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            connection.execute("VACUUM")
+            self._checkpoint(connection)
+
+    def _checkpoint(self, connection: sqlite3.Connection) -> None:
+        connection.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+        try:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
 
     def close(self) -> None:
         with self._lock:
@@ -562,6 +642,8 @@ class SQLiteTable(ScanByRanges):
                     if connection.in_transaction:
                         connection.execute("ROLLBACK")
                     raise
+        if removed:
+            self.backend.reclaim_space()
         return removed
 
     def sample_row_keys(self) -> list[bytes]:
