@@ -182,7 +182,7 @@ def test_a_chunk_in_the_old_raw_layout_is_read_through_the_store(tmp_path):
     t0 = T0_US / 1e6
     ts = t0 + np.arange(5000) * 0.25
     values = loss_curve_float32(5000)
-    store.write_points("train.loss", {"run": "old"}, ts, values, steps=np.arange(5000))
+    store.write_points("train.loss", {"model": "old"}, ts, values, steps=np.arange(5000))
     rows = list(store._points.scan(columns=["p"]))
     rewritten = 0
     for row in rows:
@@ -194,11 +194,11 @@ def test_a_chunk_in_the_old_raw_layout_is_read_through_the_store(tmp_path):
             rewritten += 1
     assert rewritten >= 1
     assert all(c[0].value[0] == chunks.HAS_STEPS for r in store._points.scan(columns=["p"]) for c in r.cells["p"].values())
-    frame = store.read_points("train.loss", {"run": "old"})
+    frame = store.read_points("train.loss", {"model": "old"})
     np.testing.assert_array_equal(frame["value"].to_numpy(), values)
     assert frame["step"].tolist() == list(range(5000))
     # writing the same points again replaces the old cells (same qualifiers): no duplicates
-    store.write_points("train.loss", {"run": "old"}, ts, values, steps=np.arange(5000))
-    assert len(store.read_points("train.loss", {"run": "old"})) == 5000
+    store.write_points("train.loss", {"model": "old"}, ts, values, steps=np.arange(5000))
+    assert len(store.read_points("train.loss", {"model": "old"})) == 5000
     store.close()
 
