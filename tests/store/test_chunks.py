@@ -178,7 +178,7 @@ def test_a_chunk_in_the_old_raw_layout_is_read_through_the_store(tmp_path):
     """Write points, then put the same points back in the layout of stores
     written before compression (same qualifier, flags byte 1, raw arrays), and
     read them through the Store."""
-    store = open_store(f"sqlite:///{tmp_path}/old.db")
+    store = open_store(f"sqlite:///{tmp_path}/old.db", retention_s={"points": None})  # T0 is older than 30 days
     t0 = T0_US / 1e6
     ts = t0 + np.arange(5000) * 0.25
     values = loss_curve_float32(5000)

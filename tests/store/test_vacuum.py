@@ -141,6 +141,7 @@ def test_compact_vacuum_on_hbase_says_there_is_no_file(tmp_path, capsys):
     from tablewatch.gateway.hbase_thrift import HBaseThriftGateway
 
     with HBaseThriftGateway(f"sqlite:///{tmp_path}/gateway.db", port=0) as gateway:
+        open_store(f"hbase://127.0.0.1:{gateway.port}").close()  # compact only reads an existing store
         assert main(["store", "compact", "--vacuum", "--store", f"hbase://127.0.0.1:{gateway.port}"]) == 0
     out = capsys.readouterr().out
     assert "removed 0 expired cells" in out
