@@ -8,7 +8,8 @@ first, through a notifier. A message Slack did not accept stays in the outbox
 and is tried again later (backing off), by this process or any other that
 delivers; each message is claimed with ``check_and_set`` so that two senders
 never post it twice. A pass stops at the first failure: when Slack is down,
-the next message would fail too, and the order is kept.
+the next message would fail too, and the order is kept (a message Slack
+refuses for itself, ``ok: false``, is retried without holding the others up).
 
 The one window left: a process killed after Slack accepted a message and
 before the store recorded it sends that message again (at least once, never
@@ -58,6 +59,8 @@ class Delivery:
             now = self.clock()
             if record.next_attempt_at is not None and record.next_attempt_at > now:
                 waiting += 1
+                if record.blocking:
+                    break  # Slack was unreachable: what comes after waits, in order
                 continue
             parent = None
             if record.thread_of or record.update_of:
@@ -72,11 +75,13 @@ class Delivery:
                 ts, channel = self._send(record, parent)
             except NotifierError as e:
                 retry = self.backoff_s[min(record.attempts, len(self.backoff_s) - 1)]
-                self.state.mark_failed(record, str(e), now + retry)
+                self.state.mark_failed(record, str(e), now + retry, blocking=e.transient)
                 log.warning("notification %s not accepted (attempt %d, next in %g s): %s",
                             record.id, record.attempts + 1, retry, e)
                 failed += 1
-                break
+                if e.transient:
+                    break
+                continue
             self.state.mark_sent(record, self.clock(), message_ts=ts, message_channel=channel)
             sent += 1
         return DeliveryReport(sent, failed, waiting)

@@ -49,7 +49,14 @@ BUTTONS = (RETRAIN, SNOOZE, ACKNOWLEDGE, TRAIN, NOPE)
 
 class NotifierError(TablewatchError):
     """Slack did not accept a message (down, 5xx, rate limited past the
-    retries, or refused it): the message stays in the outbox."""
+    retries, or refused it): the message stays in the outbox. ``transient``:
+    Slack could not be reached or was overloaded, so the messages behind this
+    one wait too (kept in order); False when Slack refused this message itself
+    (``ok: false``), which must not hold the others up."""
+
+    def __init__(self, message: str, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,7 @@ class WebAPINotifier:
             response = self.client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks or None,
                                                     thread_ts=message.thread_ts, unfurl_links=False)
         except Exception as e:  # SlackApiError, URLError, timeouts: all mean "not accepted"
-            raise NotifierError(f"chat.postMessage failed: {_reason(e)}") from e
+            raise NotifierError(f"chat.postMessage failed: {_reason(e)}", _transient(e)) from e
         return Sent(response.get("channel") or channel, response.get("ts"))
 
     def update(self, channel: str, ts: str, message: Message) -> None:
@@ -139,7 +146,7 @@ class WebAPINotifier:
         try:
             self.client.chat_update(channel=channel, ts=ts, text=message.text, blocks=message.blocks or [])
         except Exception as e:
-            raise NotifierError(f"chat.update failed: {_reason(e)}") from e
+            raise NotifierError(f"chat.update failed: {_reason(e)}", _transient(e)) from e
 
 
 class WebhookNotifier:
@@ -163,7 +170,8 @@ class WebhookNotifier:
         except Exception as e:
             raise NotifierError(f"webhook failed: {_reason(e)}") from e
         if response.status_code != 200:
-            raise NotifierError(f"webhook answered {response.status_code}: {str(response.body)[:200]}")
+            raise NotifierError(f"webhook answered {response.status_code}: {str(response.body)[:200]}",
+                                response.status_code == 429 or response.status_code >= 500)
         return Sent()
 
     def update(self, channel: str, ts: str, message: Message) -> None:
@@ -215,6 +223,11 @@ def respond(response_url: str, message: Message, *, replace_original: bool = Tru
         raise NotifierError(f"response_url failed: {_reason(e)}") from e
     if response.status_code != 200:
         raise NotifierError(f"response_url answered {response.status_code}")
+
+
+def _transient(e: Exception) -> bool:
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    return status is None or status == 429 or status >= 500
 
 
 def _reason(e: Exception) -> str:

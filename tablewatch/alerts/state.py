@@ -114,6 +114,8 @@ class NotificationRecord:
     message_ts: str | None = None
     message_channel: str | None = None
     next_attempt_at: float | None = None
+    #: the last failure was Slack being unreachable: later messages wait behind this one
+    blocking: bool = False
 
 
 @dataclass(frozen=True)
@@ -342,14 +344,16 @@ class AlertState:
                   message_channel: str | None = None) -> NotificationRecord:
         """Slack accepted the message: log it as sent, take it out of the outbox."""
         sent = replace(record, status="sent", sent_at=sent_at, attempts=record.attempts + 1, last_error=None,
-                       next_attempt_at=None, message_ts=message_ts, message_channel=message_channel)
+                       next_attempt_at=None, blocking=False, message_ts=message_ts, message_channel=message_channel)
         self._put((f"notification/{record.id}".encode(), sent))
         self._delete(f"outbox/{int(record.created_at * 1000):013d}/{record.id}".encode())
         return sent
 
-    def mark_failed(self, record: NotificationRecord, error: str, retry_at: float) -> NotificationRecord:
+    def mark_failed(self, record: NotificationRecord, error: str, retry_at: float,
+                    blocking: bool = True) -> NotificationRecord:
         """Slack did not accept it: keep it in the outbox, try again at ``retry_at``."""
-        failed = replace(record, attempts=record.attempts + 1, last_error=error[:500], next_attempt_at=retry_at)
+        failed = replace(record, attempts=record.attempts + 1, last_error=error[:500], next_attempt_at=retry_at,
+                         blocking=blocking)
         self._put((f"notification/{record.id}".encode(), failed))
         self.release_outbox(record)
         return failed
