@@ -847,12 +847,20 @@ def _baseline_text(rule: RegressionRule) -> str:
 
 
 def format_duration(seconds: float | None) -> str:
+    """``2h40m``, ``7d``, ``90s``: the shortest text :func:`parse_duration` reads back."""
     if seconds is None:
         return "-"
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    if seconds <= 0 or seconds != int(seconds):
+        return f"{seconds:g}s"
+    rest = int(seconds)
+    if rest % 604800 == 0:
+        return f"{rest // 604800}w"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts)
 
 
 __all__ = [
