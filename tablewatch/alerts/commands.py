@@ -62,6 +62,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--every", type=_duration, default=60.0, metavar="SECONDS",
                      help="the runner's tick, and the schedule of rules without every/cron (default: 60)")
     run.add_argument("--once", action="store_true", help="one cycle, then exit")
+    run.add_argument("--lease-ttl", type=_duration, metavar="SECONDS",
+                     help="how long a runner that stopped answering keeps the lease before a standby "
+                          "takes over (default: 3 ticks, at least 30 s)")
     run.set_defaults(handler=cmd_alerts_run)
 
     status = alerts.add_parser("status", help="firing alerts and the last cycle; exit 1 when the runner is stale")
@@ -123,7 +126,7 @@ def cmd_alerts_run(args: argparse.Namespace) -> int:
     rules = load_rules(args.rules)
     notifier = notifier_from_env(os.environ)
     with open_store(args.store) as store:
-        engine = Engine(rules, store, notifier=notifier, every_s=args.every)
+        engine = Engine(rules, store, notifier=notifier, every_s=args.every, lease_ttl_s=args.lease_ttl)
         if args.once:
             report = engine.cycle()
             print(f"{report.role}: {report.rules} rules evaluated, {report.enqueued} notifications, "

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from tablewatch.alerts.slack import Message, Notifier, NotifierError
-from tablewatch.alerts.state import AlertState, NotificationRecord
+from tablewatch.alerts.state import CLAIM_S, AlertState, NotificationRecord
 from tablewatch.errors import StoreError
 
 log = logging.getLogger("tablewatch.alerts")
@@ -42,9 +42,15 @@ class DeliveryReport:
 
 
 class Delivery:
+    """Sends the outbox through ``notifier`` as ``sender``. ``claim_s``: how
+    long a message this sender took stays its own (a sender killed mid-send
+    frees it after that; a runner uses the length of its lease)."""
+
     def __init__(self, state: AlertState, notifier: Notifier, *, sender: str | None = None,
-                 clock: Callable[[], float] = time.time, backoff_s: tuple[float, ...] = BACKOFF_S) -> None:
+                 clock: Callable[[], float] = time.time, backoff_s: tuple[float, ...] = BACKOFF_S,
+                 claim_s: float = CLAIM_S) -> None:
         self.state = state
+        self.claim_s = claim_s
         self.notifier = notifier
         self.sender = sender or f"sender-{uuid.uuid4().hex[:8]}"
         self.clock = clock
@@ -68,7 +74,7 @@ class Delivery:
                 if parent is not None and parent.status != "sent":
                     waiting += 1  # the reply waits for its message
                     continue
-            if not self.state.claim_outbox(record, self.sender, now):
+            if not self.state.claim_outbox(record, self.sender, now, self.claim_s):
                 waiting += 1
                 continue
             try:

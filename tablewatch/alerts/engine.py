@@ -91,7 +91,8 @@ class Engine:
         self.every_s = float(every_s)
         self.lease_ttl_s = lease_ttl_s if lease_ttl_s is not None else max(3 * self.every_s, 30.0)
         self.resolved_retention_s = resolved_retention_s
-        self.delivery = Delivery(self.state, self.notifier, sender=self.runner, clock=clock)
+        self.delivery = Delivery(self.state, self.notifier, sender=self.runner, clock=clock,
+                                 claim_s=self.lease_ttl_s)
         slack = getattr(rules, "slack", None)
         self.channel = getattr(slack, "channel", None)
         self.mentions = dict(getattr(slack, "mentions", None) or {})
@@ -293,8 +294,9 @@ class Engine:
                                              dashboard_url=self.dashboard_url,
                                              footer=f"Resolved at {_utc(now)}")
                 uid = AlertState.notification_id(f"update-resolved:{message_id}")
+                # a millisecond later: the outbox sends it after the reply
                 enqueued += self._enqueue(NotificationRecord(uid, original.incident_id, "update", self.channel, text,
-                                                             now, rule=rule.name, incident_ids=original.incident_ids,
+                                                             now + 0.001, rule=rule.name, incident_ids=original.incident_ids,
                                                              blocks=blocks, update_of=message_id))
         return enqueued, changed
 
