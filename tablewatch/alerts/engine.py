@@ -97,6 +97,7 @@ class Engine:
         self.channel = getattr(slack, "channel", None)
         self.mentions = dict(getattr(slack, "mentions", None) or {})
         self.dashboard_url = getattr(rules, "dashboard_url", "http://127.0.0.1:8501")
+        self._silences: list = []
 
     # -- scheduling ------------------------------------------------------------------
 
@@ -120,14 +121,16 @@ class Engine:
         if not self.state.acquire_lease(self.runner, started, self.lease_ttl_s):
             return CycleReport(started, self.clock(), self.runner, "standby")
         self._sync_file_silences(started)
+        self._silences = self.state.silences(now=started)
         errors: list[str] = []
         evaluated = enqueued = 0
         current = defaultdict(dict)
         for alert in self.state.alerts():
             current[alert.rule][alert.fingerprint] = alert
+        last_evaluated = self.state.rule_evaluations()
         for rule in self.rules.rules:
             now = self.clock()
-            if now < self.next_due(rule, self.state.rule_evaluated_at(rule.name)):
+            if now < self.next_due(rule, last_evaluated.get(rule.name)):
                 continue
             try:
                 observations = self.evaluate(rule, self.store, now)
@@ -176,7 +179,8 @@ class Engine:
     def _sleep_s(self) -> float:
         now = self.clock()
         try:
-            due = min((self.next_due(r, self.state.rule_evaluated_at(r.name)) for r in self.rules.rules),
+            last_evaluated = self.state.rule_evaluations()
+            due = min((self.next_due(r, last_evaluated.get(r.name)) for r in self.rules.rules),
                       default=now + self.every_s)
         except Exception:
             due = now + self.every_s
@@ -185,12 +189,13 @@ class Engine:
     # -- silences from the rules file ------------------------------------------------------
 
     def _sync_file_silences(self, now: float) -> None:
-        for spec in getattr(self.rules, "silences", None) or []:
+        specs = getattr(self.rules, "silences", None) or []
+        known = {s.id for s in self.state.silences(include_expired=True, now=now)} if specs else set()
+        for spec in specs:
             ends = spec.ends_at.timestamp() if hasattr(spec.ends_at, "timestamp") else float(spec.ends_at)
             if ends <= now:
                 continue
             silence_id = "file-" + hashlib.sha256(repr((sorted(spec.matchers.items()), ends)).encode()).hexdigest()[:10]
-            known = {s.id for s in self.state.silences(include_expired=True, now=now)}
             if silence_id not in known:
                 self.state.add_silence(spec.matchers, ends, created_by="rules file", comment=spec.comment or "",
                                        starts_at=now, silence_id=silence_id)
@@ -245,7 +250,8 @@ class Engine:
         everything = {**current, **changed}
         firing, repeats, resolved = [], defaultdict(list), defaultdict(list)
         for fp, alert in everything.items():
-            silence = self.state.silenced(rule.name, alert.labels, now) if alert.state != "resolved" else None
+            silence = None if alert.state == "resolved" else next(
+                (s for s in self._silences if s.matches(rule.name, alert.labels, now)), None)
             if silence is not None:
                 if alert.snoozed_until != silence.ends_at:
                     changed[fp] = replace(alert, snoozed_until=silence.ends_at)

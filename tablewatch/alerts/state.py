@@ -437,6 +437,10 @@ class AlertState:
         data = self._get(f"rule/{rule}".encode())
         return data["evaluated_at"] if data else None
 
+    def rule_evaluations(self) -> dict[str, float]:
+        """When each rule was last evaluated (one scan)."""
+        return {key[len(b"rule/"):].decode(): data["evaluated_at"] for key, data in self._scan(b"rule/")}
+
     def set_rule_evaluated(self, rule: str, at: float) -> None:
         self._put((f"rule/{rule}".encode(), {"evaluated_at": at}))
 

@@ -147,6 +147,7 @@ def test_cli_silences(store, tmp_path, capsys):
     listing = capsys.readouterr().out
     assert silence_id in listing and "alertname=etl-slow,task=extract" in listing and "# backfill" in listing
     assert main(["alerts", "silence", "expire", silence_id, "--store", url]) == 0
+    assert capsys.readouterr().out == f"silence {silence_id} expired\n"
     assert main(["alerts", "silence", "list", "--store", url]) == 0
     assert silence_id not in capsys.readouterr().out
     assert main(["alerts", "silence", "list", "--all", "--store", url]) == 0
