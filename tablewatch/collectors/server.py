@@ -6,6 +6,8 @@ a training job in a container that only has curl). Endpoints::
     POST /api/v1/points        points, row form or columnar form (JSON array, one object, or NDJSON)
     POST /api/v1/tasks         task runs (TaskRun fields; times as epoch seconds or ISO-8601)
     POST /api/v1/predictions   {"model", "features": {...}, "prediction", "ts"}: sketched, written every few seconds
+    POST /slack/actions        Slack's buttons (tablewatch.alerts.interactive)
+    POST /api/v1/notify        a message to Slack through the alert outbox (same bearer token)
     GET  /healthz              liveness: the process answers
     GET  /readyz               readiness: the store answers (503 otherwise)
 
