@@ -28,26 +28,12 @@ import numpy as np
 
 from tablewatch.store import Series, Store, TaskRun, TrainingRun
 from tablewatch.store.sketches import DistributionSketch
+from tablewatch.store.timeseries import _tags_match  # the store's own filter semantics
 from tablewatch.store.timestamps import MAX_TS_US, time_range
 
 
 def _tags_key(tags: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((tags or {}).items()))
-
-
-def _filter_matches(tags: Mapping[str, str], filters: Mapping[str, Any]) -> bool:
-    """The store's tag filter semantics (see ``Store.find_series``)."""
-    for key, wanted in filters.items():
-        value = tags.get(key)
-        if wanted is True:
-            if value is None:
-                return False
-        elif isinstance(wanted, (list, tuple, set, frozenset)):
-            if value not in wanted:
-                return False
-        elif value != wanted:
-            return False
-    return True
 
 
 class CycleReads:
@@ -76,7 +62,7 @@ class CycleReads:
             self.store_reads += 1
             self._series[metric] = self.store.find_series(metric)
         filters = {**(tags or {}), **tag_filters}
-        return [s for s in self._series[metric] if _filter_matches(s.tags, filters)]
+        return [s for s in self._series[metric] if _tags_match(s.tags, filters)]
 
     def read_arrays(self, metric: str, tags: Mapping[str, str] | None = None, start: Any = None,
                     end: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
