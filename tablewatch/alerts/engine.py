@@ -128,12 +128,13 @@ class Engine:
         for alert in self.state.alerts():
             current[alert.rule][alert.fingerprint] = alert
         last_evaluated = self.state.rule_evaluations()
+        reads = self._cycle_reads()
         for rule in self.rules.rules:
             now = self.clock()
             if now < self.next_due(rule, last_evaluated.get(rule.name)):
                 continue
             try:
-                observations = self.evaluate(rule, self.store, now)
+                observations = self.evaluate(rule, reads, now)
             except Exception as e:  # one broken rule must not stop the others
                 log.exception("rule %s failed", rule.name)
                 errors.append(f"{rule.name}: {type(e).__name__}: {e}")
@@ -153,6 +154,12 @@ class Engine:
                                  "failed": report.failed})
         return CycleReport(started, ended, self.runner, "leader", evaluated, errors, enqueued, report.sent,
                            report.failed)
+
+    def _cycle_reads(self) -> Any:
+        """The store's reads, memoized for this cycle (rules share them)."""
+        from tablewatch.alerts.reads import CycleReads
+
+        return CycleReads(self.store)
 
     def run(self, stop: threading.Event | None = None, max_cycles: int | None = None) -> None:
         """Cycle until ``stop`` is set (or ``max_cycles`` ran); release the lease."""

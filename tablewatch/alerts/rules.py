@@ -815,7 +815,7 @@ def describe(rule: RuleBase) -> str:
     elif isinstance(rule, RegressionRule):
         what = {"points": f"{rule.aggregate}({rule.metric})",
                 "task_runs": f"{rule.aggregate + ' ' if rule.measure in ('duration_s', 'queue_wait_s') else ''}"
-                             f"{rule.measure} of {rule.pipeline}{'/' + str(rule.task) if rule.task else ''}",
+                             f"{rule.measure} of {_filter_text(rule.pipeline)}{'/' + _filter_text(rule.task) if rule.task else ''}",
                 "training_runs": f"final {rule.metric} of {rule.training_run}"}[rule.source]
         unit = f"{rule.threshold:.0%}" if rule.change == "relative" else f"{rule.threshold:g}"
         text += f", {what} {rule.direction} by {unit} vs {_baseline_text(rule)}"
@@ -825,16 +825,22 @@ def describe(rule: RuleBase) -> str:
         if rule.drift_share is not None:
             text += f", model drifts at {rule.drift_share:.0%} of features"
     elif isinstance(rule, AbsenceRule):
-        target = rule.metric or (f"pipeline {rule.pipeline}" if rule.pipeline else f"training run {rule.training_run}")
+        target = rule.metric or (f"pipeline {_filter_text(rule.pipeline)}" if rule.pipeline else f"training run {rule.training_run}")
         text += f", {target} silent for {format_duration(rule.absent_for)}"
     elif isinstance(rule, NewDataRule):
         text += f", {rule.at_least:g} new {rule.metric} since training run {rule.training_run} → ask to retrain"
     elif isinstance(rule, TaskEventRule):
-        target = f"pipeline {rule.pipeline}" if rule.pipeline else f"training run {rule.training_run}"
-        text += f", {target} on {', '.join(rule.on)}"
+        target = (f"pipeline {_filter_text(rule.pipeline)}" if rule.pipeline else f"training run {_filter_text(rule.training_run)}")
+        text += f", {target}{'/' + _filter_text(rule.task) if rule.task else ''} on {', '.join(rule.on)}"
     if rule.action:
         text += f", action {rule.action}"
     return f"{text}; {schedule}"
+
+
+def _filter_text(wanted: Any) -> str:
+    if wanted is True:
+        return "*"
+    return "|".join(wanted) if isinstance(wanted, list) else str(wanted)
 
 
 def _baseline_text(rule: RegressionRule) -> str:

@@ -5,6 +5,7 @@ a failing task with its file:line, an absent series."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -18,11 +19,16 @@ from tablewatch.store.sketches import SketchRecord
 
 H = 3600
 DAY = 86400
-NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc).timestamp()
+#: Yesterday noon UTC: recent enough for the store's retention whenever the tests run.
+NOW = float((int(time.time()) // DAY - 1) * DAY + 12 * H)
 
 
 def at(seconds_before_now: float) -> datetime:
     return datetime.fromtimestamp(NOW - seconds_before_now, timezone.utc)
+
+
+def iso(seconds_before_now: float) -> str:
+    return at(seconds_before_now).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def rule(text: str, actions: str = ""):
@@ -67,8 +73,7 @@ def test_task_duration_regression_against_previous_windows(etl):
     assert 40 < extract.value < 45 and 19 < extract.baseline < 23
     assert extract.threshold == 0.5 and extract.details["change"] > 0.8
     assert extract.summary.startswith("nightly-etl/extract p95 duration over 1d: 4") and "s vs 2" in extract.summary
-    assert extract.dashboard_path == ("/tasks?pipeline=nightly-etl&task=extract"
-                                      "&start=2026-11-16T12:00:00Z&end=2026-11-20T12:00:00Z")
+    assert extract.dashboard_path == f"/tasks?pipeline=nightly-etl&task=extract&start={iso(4 * DAY)}&end={iso(0)}"
 
 
 def test_regression_robust_runs_baseline_and_direction(etl):
@@ -156,7 +161,7 @@ def test_threshold_per_series_and_aggregated(serving):
     check(list(found.values()))
     assert found["/rank"].active and not found["/health"].active
     assert found["/rank"].labels == {"route": "/rank", "service": "ranker", "status": "2xx"}
-    assert found["/rank"].dashboard_path.startswith("/serving?route=/rank&start=2026-11-20T11:30:00Z")
+    assert found["/rank"].dashboard_path.startswith(f"/serving?route=/rank&start={iso(30 * 60)}&end={iso(0)}")
     together = rule("{name: mean, kind: threshold, metric: serve.latency_s, tags: {service: ranker},"
                     " aggregate: max, window: 30m, op: '>=', value: 1, per_series: false, labels: {team: ml}}")
     [o] = evaluate(together, serving, NOW)
@@ -237,8 +242,8 @@ def test_drift_per_feature_against_the_window_before(drifting):
     assert age.value == pytest.approx(feature["score"]) and age.threshold == 0.1
     assert not found["country"].active and found["country"].details["features"]["country"]["method"] == "jensenshannon"
     assert not found["__prediction__"].active
-    assert age.dashboard_path.startswith("/drift?model=ranker&feature=age&start=2026-11-19T12")
-    assert age.details["reference"]["start"] == "2026-11-17T12:00:00Z"
+    assert age.dashboard_path.startswith(f"/drift?model=ranker&feature=age&start={iso(DAY)}&end={iso(0)}")
+    assert age.details["reference"] == {"start": iso(3 * DAY), "end": iso(DAY), "description": "the 2d before"}
 
 
 def test_model_level_drift_share_against_a_training_run(drifting):
@@ -248,7 +253,7 @@ def test_model_level_drift_share_against_a_training_run(drifting):
     assert o.details["drifted_features"] == ["age"] and set(o.details["features"]) == {"age", "country", "__prediction__"}
     assert "training run train-1" in o.summary
     half = rule("{name: ds, kind: drift, model: ranker, features: [age, country], method: psi, threshold: 0.05,"
-                " reference: {kind: range, start: 2026-11-11T12:00:00Z, end: 2026-11-13T12:00:00Z}, drift_share: 0.5}")
+                f" reference: {{kind: range, start: {iso(9 * DAY)}, end: {iso(7 * DAY)}}}, drift_share: 0.5}}")
     [o] = evaluate(half, drifting, NOW)
     assert o.active and o.details["features"]["age"]["method"] == "psi"
 
@@ -275,7 +280,7 @@ def test_absent_series_pipeline_and_training_job(store):
     assert set(found) == {"kafka", "s3"}
     assert found["kafka"].active and found["kafka"].value == 3 * H and found["kafka"].threshold == 2 * H
     assert not found["s3"].active
-    assert "nothing since 2026-11-20T09:00:00Z (3h ago, over 2h)" in found["kafka"].summary
+    assert f"nothing since {iso(3 * H)} (3h ago, over 2h)" in found["kafka"].summary
 
     store.write_task_runs([TaskRun("etl", "extract", "x", "success", started_at=at(30 * H), ended_at=at(29 * H))])
     [o] = evaluate(rule("{name: p, kind: absence, pipeline: etl, absent_for: 26h}"), store, NOW)
@@ -359,3 +364,24 @@ def test_helpers():
     assert aggregate_values(np.array([]), "count", 10) == 0
     assert split_error("KeyError: 'x' (etl/a.py:12)") == ("KeyError", "'x' (etl/a.py:12)", "etl/a.py:12")
     assert split_error("it broke") == (None, "it broke", None)
+
+
+def test_cycle_reads_give_the_same_observations_with_fewer_store_reads(serving, drifting):
+    from tablewatch.alerts.reads import CycleReads
+
+    store = serving  # the same store holds the drifting sketches too
+    rules = [rule(text) for text in (
+        "{name: a, kind: threshold, metric: serve.latency_s, tags: {status: 2xx}, aggregate: p99, window: 30m, op: '>', value: 0.2}",
+        "{name: b, kind: threshold, metric: serve.latency_s, aggregate: share, share_tags: {status: 5xx}, window: 1h, op: '>', value: 0.05}",
+        "{name: c, kind: regression, metric: serve.latency_s, tags: {status: 2xx}, aggregate: p95, window: 1h,"
+        " baseline: {kind: days_ago, days: [1, 7]}, threshold: 0.5}",
+        "{name: d, kind: drift, model: ranker, reference: {kind: window, window: 2d}}",
+        "{name: e, kind: drift, model: ranker, features: [age], method: ks, reference: {kind: window, window: 2d}}",
+        "{name: f, kind: absence, metric: serve.latency_s, absent_for: 1h}",
+    )]
+    reads = CycleReads(store)
+    assert [evaluate(r, reads, NOW) for r in rules] == [evaluate(r, store, NOW) for r in rules]
+    first = reads.store_reads
+    assert [evaluate(r, reads, NOW) for r in rules] == [evaluate(r, store, NOW) for r in rules]
+    assert reads.store_reads == first  # the second pass read nothing
+    assert reads.read_task_runs("nobody") == [] and reads.info()["url"] == store.info()["url"]  # the rest passes through
