@@ -128,7 +128,10 @@ def cmd_alerts_run(args: argparse.Namespace) -> int:
     with open_store(args.store) as store:
         engine = Engine(rules, store, notifier=notifier, every_s=args.every, lease_ttl_s=args.lease_ttl)
         if args.once:
-            report = engine.cycle()
+            try:
+                report = engine.cycle()
+            finally:
+                engine.release()  # the next --once (or a standby) need not wait for the lease to expire
             print(f"{report.role}: {report.rules} rules evaluated, {report.enqueued} notifications, "
                   f"{report.sent} sent, {report.failed} failed")
             for error in report.errors:

@@ -178,10 +178,14 @@ class Engine:
                     break
                 stop.wait(self._sleep_s())
         finally:
-            try:
-                self.state.release_lease(self.runner)
-            except Exception:
-                log.warning("could not release the runner lease", exc_info=True)
+            self.release()
+
+    def release(self) -> None:
+        """Give the lease up (a standby takes over at once); never raises."""
+        try:
+            self.state.release_lease(self.runner)
+        except Exception:
+            log.warning("could not release the runner lease", exc_info=True)
 
     def _sleep_s(self) -> float:
         now = self.clock()
