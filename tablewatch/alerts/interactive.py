@@ -36,15 +36,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tablewatch.alerts.actions import run_action
-from tablewatch.alerts.delivery import new_note, send_now
+from tablewatch.alerts.delivery import Delivery, new_note
+from tablewatch.alerts.notifications import NOTE_FIELDS, check_note
 from tablewatch.alerts.slack import (ACKNOWLEDGE, BUTTONS, NOPE, RETRAIN, SNOOZE, SNOOZE_S, TRAIN, Message, Notifier,
                                      NotifierError, render_note, respond)
 from tablewatch.alerts.state import ActionRecord, AlertState, NotificationRecord
+from tablewatch.errors import ValidationError
 
 log = logging.getLogger("tablewatch.alerts")
 
 MAX_BODY_BYTES = 1024 * 1024
-SEVERITIES = ("info", "warning", "critical")
 
 
 def _error(status: int, field: str, problem: str) -> JSONResponse:
@@ -172,12 +173,15 @@ class AlertRoutes:
         note = f"*{what}* by <@{click['user']}> at {time.strftime('%H:%M:%S UTC', time.gmtime(self.clock()))}"
         if detail:
             note += f"\n```{detail[:500]}```"
+        # the buttons that still mean something after this click
+        if click["action_id"] in (TRAIN, NOPE):
+            spent = set(BUTTONS)  # the question is answered
+        else:
+            spent = {ACKNOWLEDGE} if result == "acknowledged" else {RETRAIN} if result in ("ran", "already-done") else set()
         blocks = []
         for block in record.blocks:
             if block.get("type") == "actions":
-                keep = [e for e in block.get("elements", []) if
-                        click["action_id"] not in (TRAIN, NOPE) and e.get("action_id") not in
-                        ((ACKNOWLEDGE,) if result == "acknowledged" else ()) + ((RETRAIN,) if result == "ran" else ())]
+                keep = [e for e in block.get("elements", []) if e.get("action_id") not in spent]
                 if keep:
                     blocks.append({**block, "elements": keep})
             else:
@@ -217,46 +221,33 @@ class AlertRoutes:
             data = json.loads(body)
         except ValueError as e:
             return _error(400, "body", f"malformed JSON: {e}")
+        if not isinstance(data, dict):
+            return _error(400, "body", f"must be a JSON object, got {type(data).__name__}")
         try:
-            text, fields, title, severity, channel = check_note(data)
-        except _BadPayload as e:
+            note = check_note(**data)
+        except TypeError as e:  # an unknown field
+            return _error(400, "body", f"{e} (fields: {', '.join(NOTE_FIELDS)})")
+        except ValidationError as e:
             return _error(400, e.field, e.problem)
-        fallback, blocks = render_note(text, fields, title=title, severity=severity)
-        record = new_note(fallback, channel=channel, blocks=blocks, created_at=self.clock())
+        fallback, blocks = render_note(note.text, note.fields, title=note.title, severity=note.severity)
+        record = new_note(fallback, channel=note.channel, blocks=blocks, created_at=self.clock())
         self.state.enqueue(record)
         return JSONResponse({"id": record.id, "status": "queued"}, status_code=202,
-                            background=BackgroundTask(send_now, self.state, self.notifier, record, self.clock))
+                            background=BackgroundTask(self.deliver))
+
+    def deliver(self) -> None:
+        """Send the outbox: this message, and any left by an earlier outage
+        (the server is a long-lived sender; a job's own notify is not)."""
+        try:
+            Delivery(self.state, self.notifier, clock=self.clock).deliver()
+        except Exception:
+            log.exception("delivering the outbox failed")
 
 
 class _BadPayload(Exception):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field, self.problem = field, problem
-
-
-def check_note(data: Any) -> tuple[str, dict[str, str], str | None, str, str | None]:
-    """(text, fields, title, severity, channel) of a notify request body."""
-    if not isinstance(data, dict):
-        raise _BadPayload("body", f"must be a JSON object, got {type(data).__name__}")
-    unknown = set(data) - {"text", "fields", "title", "severity", "channel"}
-    if unknown:
-        raise _BadPayload(sorted(unknown)[0], "is not a field (fields: channel, fields, severity, text, title)")
-    text = data.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise _BadPayload("text", "must be a non-empty string")
-    fields = data.get("fields") or {}
-    if not isinstance(fields, dict):
-        raise _BadPayload("fields", "must be an object of name to value")
-    title = data.get("title")
-    if title is not None and not isinstance(title, str):
-        raise _BadPayload("title", "must be a string")
-    severity = data.get("severity", "info")
-    if severity not in SEVERITIES:
-        raise _BadPayload("severity", f"must be one of {', '.join(SEVERITIES)} (got {severity!r})")
-    channel = data.get("channel")
-    if channel is not None and not isinstance(channel, str):
-        raise _BadPayload("channel", "must be a string")
-    return text, {str(k): str(v) for k, v in fields.items()}, title, severity, channel
 
 
 def _parse_click(body: bytes) -> dict[str, Any]:

@@ -29,13 +29,43 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tablewatch.errors import TablewatchError
+from tablewatch.errors import TablewatchError, ValidationError
 
 log = logging.getLogger("tablewatch.alerts")
 
 F = TypeVar("F", bound=Callable[..., Any])
+SEVERITIES = ("info", "warning", "critical")
+NOTE_FIELDS = ("text", "fields", "title", "severity", "channel")
+
+
+@dataclass(frozen=True)
+class Note:
+    """A message from code (``notify``, ``POST /api/v1/notify``), checked."""
+
+    text: str
+    fields: dict[str, str]
+    title: str | None
+    severity: str
+    channel: str | None
+
+
+def check_note(text: Any = None, fields: Any = None, title: Any = None, severity: Any = "info",
+               channel: Any = None) -> Note:
+    """Check a message's parts; :class:`ValidationError` names the bad one."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationError("text", text, "must be a non-empty string")
+    if fields is not None and not isinstance(fields, Mapping):
+        raise ValidationError("fields", fields, "must map names to values")
+    if title is not None and not isinstance(title, str):
+        raise ValidationError("title", title, "must be a string")
+    if severity not in SEVERITIES:
+        raise ValidationError("severity", severity, f"must be one of {', '.join(SEVERITIES)}")
+    if channel is not None and not isinstance(channel, str):
+        raise ValidationError("channel", channel, "must be a string")
+    return Note(text, {str(k): str(v) for k, v in (fields or {}).items()}, title, severity, channel)
 
 
 def notify(text: str, fields: Mapping[str, Any] | None = None, *, title: str | None = None, severity: str = "info",
@@ -45,18 +75,12 @@ def notify(text: str, fields: Mapping[str, Any] | None = None, *, title: str | N
     else ./tablewatch.db). True when Slack accepted it now; False when it waits
     in the outbox (or, the store being down too, could not be sent)."""
     from tablewatch.alerts.delivery import new_note, send_now
-    from tablewatch.alerts.interactive import _BadPayload, check_note
-    from tablewatch.alerts.slack import NotifierError, Message, notifier_from_env, render_note
-    from tablewatch.errors import ValidationError
+    from tablewatch.alerts.slack import Message, NotifierError, notifier_from_env, render_note
 
-    try:
-        text, clean, title, severity, channel = check_note(
-            {"text": text, "fields": dict(fields or {}), "title": title, "severity": severity, "channel": channel})
-    except _BadPayload as e:
-        raise ValidationError(e.field, locals().get(e.field), e.problem) from None
+    note = check_note(text, fields, title, severity, channel)
     notifier = notifier if notifier is not None else notifier_from_env(os.environ)
-    fallback, blocks = render_note(text, clean, title=title, severity=severity)
-    record = new_note(fallback, channel=channel, blocks=blocks)
+    fallback, blocks = render_note(note.text, note.fields, title=note.title, severity=note.severity)
+    record = new_note(fallback, channel=note.channel, blocks=blocks)
     opened = None
     try:
         from tablewatch.alerts.state import AlertState
@@ -69,7 +93,7 @@ def notify(text: str, fields: Mapping[str, Any] | None = None, *, title: str | N
     except TablewatchError as e:  # the store is down: say it straight to Slack, best effort
         log.warning("tablewatch: alert store unavailable (%s); sending without the outbox", e)
         try:
-            notifier.send(Message(record.text, record.blocks, channel=channel))
+            notifier.send(Message(record.text, record.blocks, channel=note.channel))
             return True
         except NotifierError as e2:
             log.error("tablewatch: notification lost, store and Slack both unavailable: %s", e2)
