@@ -13,8 +13,8 @@
 
 Both need no runner. A message goes to the alert outbox in the store first,
 then to Slack (``SLACK_*`` environment variables; the console when none), so a
-Slack outage loses nothing: the message stays in the outbox and whoever
-delivers next (a runner, the server, the next ``notify``) sends it. Neither a
+Slack outage loses nothing: the message stays in the outbox and the next
+delivery sends it (a runner's tick, or the server after its next notify). Neither a
 store nor a Slack outage ever raises into the caller: ``notify`` returns
 whether Slack took the message now.
 """
