@@ -117,8 +117,8 @@ class AlertRoutes:
             result, detail = self._retrain(record, incidents, click)
             if action_id == TRAIN:
                 for incident in incidents:
-                    self.state.update_incident(incident.incident_id, state="resolved", resolved_at=now,
-                                               acknowledged_by=user, acknowledged_at=now)
+                    self.state.acknowledge(incident.incident_id, user, now)
+                    self.state.update_incident(incident.incident_id, state="resolved", resolved_at=now)
         elif action_id == SNOOZE:
             until = now + SNOOZE_S
             for incident in incidents:
@@ -128,12 +128,12 @@ class AlertRoutes:
             result, detail = "snoozed", f"until {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(until))}"
         elif action_id == ACKNOWLEDGE:
             for incident in incidents:
-                self.state.update_incident(incident.incident_id, acknowledged_by=user, acknowledged_at=now)
+                self.state.acknowledge(incident.incident_id, user, now)
             result = "acknowledged"
         elif action_id == NOPE:
             for incident in incidents:
-                self.state.update_incident(incident.incident_id, state="resolved", resolved_at=now,
-                                           acknowledged_by=user, acknowledged_at=now)
+                self.state.acknowledge(incident.incident_id, user, now)
+                self.state.update_incident(incident.incident_id, state="resolved", resolved_at=now)
             result = "declined"
         for incident in incidents or [None]:
             self.state.record_action(ActionRecord(incident.incident_id if incident else (record.incident_id or ""),

@@ -55,10 +55,16 @@ def test_alerts_and_incidents_round_trip_newest_first(store):
     state.save_alert(resolved)
     assert state.alert(a.fingerprint).state == "resolved"
     assert state.incident(a.incident_id).resolved_at == 4000.0
+    # an acknowledgement survives the engine rewriting the alert from what it read before
+    state.acknowledge(c.incident_id, "U7", 3500.0)
+    state.save_alert(replace(c, value=3.0))
+    assert (state.alert(c.fingerprint).acknowledged_by, state.alert(c.fingerprint).value) == ("U7", 3.0)
+    assert state.incidents(limit=1)[0].acknowledged_at == 3500.0
     with pytest.raises(ValidationError, match="states"):
         state.alerts(["on-fire"])
     # a second AlertState on the same store sees the same thing (a restarted runner)
-    assert AlertState(store).incident(c.incident_id) == c
+    assert AlertState(store).incident(c.incident_id) == replace(c, value=3.0, acknowledged_by="U7",
+                                                                acknowledged_at=3500.0)
 
 
 def test_enqueue_once_and_outbox_until_sent(store):
