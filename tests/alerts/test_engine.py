@@ -9,9 +9,7 @@ from tablewatch.alerts.engine import Engine
 from tablewatch.alerts.rules import parse_rules
 from tablewatch.alerts.slack import WebAPINotifier
 from tablewatch.alerts.state import AlertState
-from tablewatch.store import open_store
-from tests.alerts.engine_fixtures import FakeClock, Obs, Script
-from tests.alerts.slack_standin import SlackStandIn
+from tests.alerts.engine_fixtures import FakeClock, Obs, Script, slack  # noqa: F401 (fixture)
 
 RULES = """
 dashboard_url: http://dash.local:8501
@@ -35,19 +33,6 @@ rules:
     on: [success, failure]
     every: 60
 """
-
-
-@pytest.fixture
-def store(tmp_path):
-    with open_store(f"sqlite:///{tmp_path}/tw.db") as store:
-        yield store
-
-
-@pytest.fixture
-def slack():
-    standin = SlackStandIn().start()
-    yield standin
-    standin.stop()
 
 
 def make_engine(store, slack, clock, script, text=RULES, **kwargs):

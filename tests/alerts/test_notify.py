@@ -14,21 +14,7 @@ from tablewatch.alerts.state import AlertState
 from tablewatch.cli import main
 from tablewatch.collectors.server import create_app, serve_in_thread
 from tablewatch.errors import ValidationError
-from tablewatch.store import open_store
-from tests.alerts.slack_standin import SlackStandIn
-
-
-@pytest.fixture
-def slack():
-    standin = SlackStandIn().start()
-    yield standin
-    standin.stop()
-
-
-@pytest.fixture
-def store(tmp_path):
-    with open_store(f"sqlite:///{tmp_path}/tw.db") as store:
-        yield store
+from tests.alerts.engine_fixtures import slack  # noqa: F401 (fixture)
 
 
 @pytest.fixture
