@@ -3,6 +3,7 @@ commands: all through the alert outbox, so a Slack outage loses nothing."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from tablewatch import Collector
@@ -122,8 +123,6 @@ def test_cli_notify_direct_and_through_the_server(slack, store, tmp_path, monkey
         assert slack.wait_for(2)[1]["text"] == "from a shell step"
         assert main(["notify", "x", "--server", server, "--token", "wrong"]) == 2
         assert "401" in capsys.readouterr().err
-        import httpx
-
         refused = httpx.post(server + "/slack/actions", content=b"payload=%7B%7D")
         assert refused.status_code == 503 and refused.json()["field"] == "SLACK_SIGNING_SECRET"
 
