@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -96,7 +97,7 @@ class AlertRoutes:
             click = _parse_click(body)
         except _BadPayload as e:
             return _error(400, e.field, e.problem)
-        record = self.state.notification(click["value"])
+        record = await run_in_threadpool(self.state.notification, click["value"])
         if record is None:
             return _error(400, "actions[0].value", f"no such message: {click['value']!r}")
         return Response(status_code=200, background=BackgroundTask(self.handle_click, record, click))
@@ -231,7 +232,7 @@ class AlertRoutes:
             return _error(400, e.field, e.problem)
         fallback, blocks = render_note(note.text, note.fields, title=note.title, severity=note.severity)
         record = new_note(fallback, channel=note.channel, blocks=blocks, created_at=self.clock())
-        self.state.enqueue(record)
+        await run_in_threadpool(self.state.enqueue, record)
         return JSONResponse({"id": record.id, "status": "queued"}, status_code=202,
                             background=BackgroundTask(self.deliver))
 
