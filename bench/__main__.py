@@ -18,6 +18,7 @@ SECTIONS = {
     "backends": "bench.backends_bench",
     "collectors": "bench.collectors_bench",
     "codec": "bench.codec_bench",
+    "alerts": "bench.alerts_bench",
 }
 
 
