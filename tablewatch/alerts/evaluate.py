@@ -38,6 +38,7 @@ from tablewatch.alerts.rules import (
     WindowBefore,
     format_duration,
 )
+from tablewatch.errors import ValidationError
 from tablewatch.store import Series, Store, TaskRun, TrainingRun
 from tablewatch.store.keys import DAY_S
 
@@ -581,7 +582,7 @@ def _evaluate_drift(rule: DriftRule, store: Store, now: float) -> list[Observati
             threshold = rule.thresholds.get(method)
         try:
             results[feature] = detectors.detect(ref, cur, method, threshold, rule.min_effect)
-        except Exception as e:  # a method that does not apply to this feature's type
+        except ValidationError as e:  # a method that does not apply to this feature's type
             skipped[feature] = str(e)
     feature_details = {name: {"method": r.method, "score": _num(r.score), "threshold": r.threshold,
                               "drifted": r.drifted, "effect": _num(r.effect), "p_value": _num(r.p_value) if r.p_value is not None else None,

@@ -385,3 +385,10 @@ def test_cycle_reads_give_the_same_observations_with_fewer_store_reads(serving, 
     assert [evaluate(r, reads, NOW) for r in rules] == [evaluate(r, store, NOW) for r in rules]
     assert reads.store_reads == first  # the second pass read nothing
     assert reads.read_task_runs("nobody") == [] and reads.info()["url"] == store.info()["url"]  # the rest passes through
+
+
+def test_a_method_that_does_not_apply_skips_the_feature(drifting):
+    r = rule("{name: d, kind: drift, model: ranker, features: [age, country], method: ks}")
+    found = {o.labels["feature"]: o for o in evaluate(r, drifting, NOW)}
+    assert found["age"].details["features"]["age"]["method"] == "ks"
+    assert not found["country"].active and "does not apply to categorical values" in found["country"].summary
