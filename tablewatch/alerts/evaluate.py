@@ -176,18 +176,17 @@ def _num(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-class _PointReader:
-    """Reads the values of series in time windows (one read per series for the
-    whole span an evaluation needs)."""
+Points = dict[Series, tuple[np.ndarray, np.ndarray]]
 
-    def __init__(self, store: Store, metric: str, filters: Mapping[str, Any]) -> None:
-        self.store = store
-        self.series = store.find_series(metric, filters)
 
-    def values(self, series: Series, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
-        """(ts in seconds, values) of one series in ``[start, end)``."""
-        ts, values, _ = self.store.read_arrays(series.metric, series.tags, start, end)
-        return ts / 1e6, values
+def _read_points(store: Store, series: Iterable[Series], start: float, end: float) -> Points:
+    """(ts in seconds, values) of each series in ``[start, end)``: one read
+    per series for the whole span an evaluation needs, sliced per window."""
+    out = {}
+    for s in series:
+        ts, values, _ = store.read_arrays(s.metric, s.tags, start, end)
+        out[s] = (ts / 1e6, values)
+    return out
 
 
 def _groups(series: Sequence[Series], per_series: bool, share_tags: Mapping[str, Any] | None,
@@ -207,12 +206,12 @@ def _groups(series: Sequence[Series], per_series: bool, share_tags: Mapping[str,
 
 
 def _window_value(members: list[Series], how: str, share_tags: Mapping[str, Any] | None,
-                  start: float, end: float, cache: dict[Series, tuple[np.ndarray, np.ndarray]]) -> tuple[float, int]:
+                  start: float, end: float, points: Points) -> tuple[float, int]:
     """(aggregate, samples) of a group's points in ``[start, end)``; ``share``:
     points of series matching ``share_tags`` over all points."""
     parts, part_of_share = [], []
     for s in members:
-        ts, values = cache[s]
+        ts, values = points[s]
         lo, hi = np.searchsorted(ts, [start, end])
         chunk = values[lo:hi]
         chunk = chunk[np.isfinite(chunk)]
@@ -228,26 +227,19 @@ def _window_value(members: list[Series], how: str, share_tags: Mapping[str, Any]
     return aggregate_values(values, how, end - start), samples
 
 
-def _read_span(reader: _PointReader, members: Iterable[Series], start: float, end: float,
-               cache: dict[Series, tuple[np.ndarray, np.ndarray]]) -> None:
-    for s in members:
-        if s not in cache:
-            cache[s] = reader.values(s, start, end)
-
-
 # -- threshold --------------------------------------------------------------------------------
 
 
 def _evaluate_threshold(rule: ThresholdRule, store: Store, now: float) -> list[Observation]:
-    reader = _PointReader(store, rule.metric, rule.tags)
+    series = store.find_series(rule.metric, rule.tags)
     start = now - rule.window
+    points = _read_points(store, series, start, now)
     out = []
-    cache: dict[Series, tuple[np.ndarray, np.ndarray]] = {}
     unit = "" if rule.aggregate in ("count", "share", "rate") else _unit(rule.metric)
-    for tags, members in _groups(reader.series, rule.per_series, rule.share_tags, rule.tags).values():
-        _read_span(reader, members, start, now, cache)
-        value, samples = _window_value(members, rule.aggregate, rule.share_tags, start, now, cache)
-        enough = samples >= rule.min_samples and math.isfinite(value)
+    for tags, members in _groups(series, rule.per_series, rule.share_tags, rule.tags).values():
+        value, samples = _window_value(members, rule.aggregate, rule.share_tags, start, now, points)
+        # no points is a count (sum, rate) of 0: "fewer than 50 requests an hour" holds on silence
+        enough = math.isfinite(value) and (samples >= rule.min_samples or rule.aggregate in ("count", "sum", "rate"))
         active = enough and _OPS[rule.op](value, rule.value)
         what = _describe_tags(tags)
         shown = f"{value:.2%}" if rule.aggregate == "share" and enough else _fmt(value if enough else None, unit)
@@ -342,20 +334,19 @@ def _comparison_details(rule: RegressionRule, c: _Comparison, **extra: Any) -> d
 
 def _regression_points(rule: RegressionRule, store: Store, now: float) -> list[Observation]:
     assert rule.metric is not None
-    reader = _PointReader(store, rule.metric, rule.tags)
+    series = store.find_series(rule.metric, rule.tags)
     windows = _baseline_windows(rule, now)
     span_start = min([now - rule.window] + [s for s, _ in windows])
-    cache: dict[Series, tuple[np.ndarray, np.ndarray]] = {}
+    points = _read_points(store, series, span_start, now)
     unit = "" if rule.aggregate in ("count", "share", "rate") else _unit(rule.metric)
     out = []
-    for tags, members in _groups(reader.series, rule.per_series, rule.share_tags, rule.tags).values():
-        _read_span(reader, members, span_start, now, cache)
-        current, current_n = _window_value(members, rule.aggregate, rule.share_tags, now - rule.window, now, cache)
+    for tags, members in _groups(series, rule.per_series, rule.share_tags, rule.tags).values():
+        current, current_n = _window_value(members, rule.aggregate, rule.share_tags, now - rule.window, now, points)
         if rule.robust:
-            per_window = [_window_value(members, rule.aggregate, rule.share_tags, s, e, cache) for s, e in windows]
+            per_window = [_window_value(members, rule.aggregate, rule.share_tags, s, e, points) for s, e in windows]
             base_values, base_n = [v for v, _ in per_window], sum(n for _, n in per_window)
         else:
-            base_values, base_n = _pooled(reader, members, rule, windows, cache)
+            base_values, base_n = _pooled(members, rule, windows, points)
         c = compare(rule, current, current_n, base_values, base_n)
         what = f"{rule.metric}{_describe_tags(tags)} {rule.aggregate}"
         out.append(Observation(
@@ -369,24 +360,24 @@ def _regression_points(rule: RegressionRule, store: Store, now: float) -> list[O
     return out
 
 
-def _pooled(reader: _PointReader, members: list[Series], rule: RegressionRule, windows: list[tuple[float, float]],
-            cache: dict[Series, tuple[np.ndarray, np.ndarray]]) -> tuple[list[float], int]:
+def _pooled(members: list[Series], rule: RegressionRule, windows: list[tuple[float, float]],
+            points: Points) -> tuple[list[float], int]:
     """The aggregate over every baseline window's points together (counts,
     sums and rates: the mean per window)."""
     if rule.aggregate in ("count", "sum", "rate"):
-        per_window = [_window_value(members, rule.aggregate, rule.share_tags, s, e, cache) for s, e in windows]
+        per_window = [_window_value(members, rule.aggregate, rule.share_tags, s, e, points) for s, e in windows]
         return [float(np.mean([v for v, _ in per_window]))], sum(n for _, n in per_window)
     if rule.aggregate == "share":
         hits = total = 0.0
         for s, e in windows:
-            value, n = _window_value(members, "share", rule.share_tags, s, e, cache)
+            value, n = _window_value(members, "share", rule.share_tags, s, e, points)
             if n:
                 hits += value * n
                 total += n
         return [hits / total if total else math.nan], int(total)
     parts = []
     for s in members:
-        ts, values = cache[s]
+        ts, values = points[s]
         for start, end in windows:
             lo, hi = np.searchsorted(ts, [start, end])
             parts.append(values[lo:hi])

@@ -392,3 +392,13 @@ def test_a_method_that_does_not_apply_skips_the_feature(drifting):
     found = {o.labels["feature"]: o for o in evaluate(r, drifting, NOW)}
     assert found["age"].details["features"]["age"]["method"] == "ks"
     assert not found["country"].active and "does not apply to categorical values" in found["country"].summary
+
+
+def test_a_count_over_a_silent_window_is_zero(store):
+    store.write_points("serve.latency_s", {"route": "/rank"}, [NOW - 3 * H], [0.1])
+    r = rule("{name: quiet, kind: threshold, metric: serve.latency_s, aggregate: count, window: 1h, op: '<', value: 10}")
+    [o] = evaluate(r, store, NOW)
+    assert o.active and o.value == 0 and o.summary == "serve.latency_s {route=/rank} count over 1h: 0 (< 10)"
+    mean = rule("{name: slow, kind: threshold, metric: serve.latency_s, aggregate: mean, window: 1h, op: '<', value: 10}")
+    [o] = evaluate(mean, store, NOW)
+    assert not o.active and o.value is None and "0 samples over 1h, fewer than 1" in o.summary
