@@ -386,20 +386,53 @@ def _pooled(members: list[Series], rule: RegressionRule, windows: list[tuple[flo
     return [aggregate_values(values, rule.aggregate, rule.window)], len(values)
 
 
-def _task_value(runs: Sequence[TaskRun], rule: RegressionRule, window_s: float) -> tuple[float, int]:
-    """(measure, samples) of task runs: durations by ``aggregate``, or a rate."""
+#: The runs each task measure counts: durations of successful runs, retries
+#: among finished attempts, failures among final attempts, every run.
+_COUNTED = {"duration_s": ("success",), "queue_wait_s": ("success",), "retry_rate": ("success", "failure", "retry"),
+            "failure_rate": ("success", "failure"), "runs": None}
+
+
+def _counted(runs: Iterable[TaskRun], measure: str) -> list[TaskRun]:
+    statuses = _COUNTED[measure]
+    return list(runs) if statuses is None else [r for r in runs if r.status in statuses]
+
+
+def _durations(runs: Iterable[TaskRun], measure: str) -> list[float]:
+    found = (r.duration_s if measure == "duration_s" else r.queue_wait_s for r in runs)
+    return [v for v in found if v is not None]
+
+
+def _task_value(runs: Iterable[TaskRun], rule: RegressionRule) -> tuple[float, int]:
+    """(measure, samples) of task runs: durations by ``aggregate``, a rate, or a count."""
+    counted = _counted(runs, rule.measure)
     if rule.measure in ("duration_s", "queue_wait_s"):
-        values = np.array([v for r in runs if r.status == "success"
-                           for v in [r.duration_s if rule.measure == "duration_s" else r.queue_wait_s] if v is not None],
-                          dtype=np.float64)
-        return aggregate_values(values, rule.aggregate, window_s), len(values)
-    if rule.measure == "retry_rate":
-        attempts = [r for r in runs if r.status in ("success", "failure", "retry")]
-        return (sum(r.status == "retry" for r in attempts) / len(attempts) if attempts else math.nan), len(attempts)
-    if rule.measure == "failure_rate":
-        final = [r for r in runs if r.status in ("success", "failure")]
-        return (sum(r.status == "failure" for r in final) / len(final) if final else math.nan), len(final)
-    return float(len(runs)), len(runs)
+        values = np.array(_durations(counted, rule.measure), dtype=np.float64)
+        return aggregate_values(values, rule.aggregate, rule.window), len(values)
+    if rule.measure == "runs":
+        return float(len(counted)), len(counted)
+    bad = "retry" if rule.measure == "retry_rate" else "failure"
+    return (sum(r.status == bad for r in counted) / len(counted) if counted else math.nan), len(counted)
+
+
+def _task_baseline(rule: RegressionRule, runs: list[tuple[TaskRun, float]], start: float,
+                   windows: list[tuple[float, float]]) -> tuple[list[float], int]:
+    """The baseline's values (one pooled value, or per window / per run when
+    robust) and its sample count, from (run, start time) pairs."""
+    if isinstance(rule.baseline, LastRuns):
+        earlier = [r for r, ts in sorted(runs, key=lambda pair: pair[1], reverse=True) if ts < start]
+        last = _counted(earlier, rule.measure)[: rule.baseline.runs]
+        if rule.robust and rule.measure in ("duration_s", "queue_wait_s"):
+            values = _durations(last, rule.measure)
+            return values, len(values)
+        value, n = _task_value(last, rule)
+        return [value], n
+    if rule.robust:
+        per_window = [_task_value([r for r, ts in runs if s <= ts < e], rule) for s, e in windows]
+        return [v for v, _ in per_window], sum(count for _, count in per_window)
+    value, n = _task_value([r for r, ts in runs if any(s <= ts < e for s, e in windows)], rule)
+    if rule.measure == "runs":
+        value /= max(1, len(windows))  # runs per window
+    return [value], n
 
 
 def _tasks_matching(store: Store, pipeline: Any, task: Any) -> list[tuple[str, str]]:
@@ -428,36 +461,10 @@ def _regression_task_runs(rule: RegressionRule, store: Store, now: float) -> lis
                 runs += store.read_task_runs(p, t, end=now)  # newest first, all of them: the last N come from here
             else:
                 runs += store.read_task_runs(p, t, start=span_start, end=now)
-        seconds = [(r, r.time.timestamp()) for r in runs]
-        current_runs = [r for r, ts in seconds if start <= ts < now]
-        current, current_n = _task_value(current_runs, rule, rule.window)
-        if isinstance(rule.baseline, LastRuns):
-            earlier = sorted(((ts, r) for r, ts in seconds if ts < start), key=lambda x: x[0], reverse=True)
-            chosen = [r for _, r in earlier]
-            if rule.measure in ("retry_rate", "failure_rate"):
-                relevant = [r for r in chosen if r.status in (("success", "failure", "retry") if rule.measure == "retry_rate"
-                                                              else ("success", "failure"))]
-            elif rule.measure == "runs":
-                relevant = chosen
-            else:
-                relevant = [r for r in chosen if r.status == "success"]
-            last = relevant[: rule.baseline.runs]
-            if rule.robust and rule.measure in ("duration_s", "queue_wait_s"):
-                base_values = [v for r in last for v in [r.duration_s if rule.measure == "duration_s" else r.queue_wait_s]
-                               if v is not None]
-                base_n = len(base_values)
-            else:
-                value, base_n = _task_value(last, rule, rule.window)
-                base_values = [value]
-        elif rule.robust:
-            per_window = [_task_value([r for r, ts in seconds if s <= ts < e], rule, rule.window) for s, e in windows]
-            base_values, base_n = [v for v, _ in per_window], sum(n for _, n in per_window)
-        else:
-            pooled = [r for r, ts in seconds if any(s <= ts < e for s, e in windows)]
-            value, base_n = _task_value(pooled, rule, rule.window)
-            if rule.measure == "runs":
-                value = value / max(1, len(windows))
-            base_values = [value]
+        timed = [(r, r.time.timestamp()) for r in runs]
+        current_runs = [r for r, ts in timed if start <= ts < now]
+        current, current_n = _task_value(current_runs, rule)
+        base_values, base_n = _task_baseline(rule, timed, start, windows)
         c = compare(rule, current, current_n, base_values, base_n)
         labels = dict(zip(("pipeline", "task"), key))
         name = "/".join(key) if key else "tasks"
