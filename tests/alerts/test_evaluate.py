@@ -402,3 +402,15 @@ def test_a_count_over_a_silent_window_is_zero(store):
     mean = rule("{name: slow, kind: threshold, metric: serve.latency_s, aggregate: mean, window: 1h, op: '<', value: 10}")
     [o] = evaluate(mean, store, NOW)
     assert not o.active and o.value is None and "0 samples over 1h, fewer than 1" in o.summary
+
+
+def test_drift_thresholds_per_method_and_a_named_training_run(drifting):
+    drifting.write_training_run(TrainingRun("ranker", "train-2", "running", at(2 * DAY)))  # newest, not finished
+    lenient = rule("{name: d, kind: drift, model: ranker, features: [age], thresholds: {wasserstein: 0.9},"
+                   " reference: {kind: training_run, training_run: ranker, run_id: train-1}}")
+    [o] = evaluate(lenient, drifting, NOW)
+    assert o.threshold == 0.9 and not o.active and o.details["features"]["age"]["method"] == "wasserstein"
+    assert o.details["reference"]["description"] == "training run train-1"
+    newest_finished = rule("{name: d, kind: drift, model: ranker, features: [age], reference: {kind: training_run}}")
+    [o] = evaluate(newest_finished, drifting, NOW)
+    assert o.active and o.details["reference"]["description"] == "training run train-1"
