@@ -93,7 +93,8 @@ def test_the_store_url_and_slack_secrets_come_from_the_example_secret():
                 assert ref["name"] == secret["metadata"]["name"], f"{name}: {variable['name']}"
                 assert ref["key"] in secret["stringData"], f"{name}: the Secret has no {ref['key']}"
                 assert variable["name"] == ref["key"], "keys are named like the variables (.env works as is)"
-        assert "valueFrom" not in str(container.get("args", "")) and "value" not in store
+        inline = [e["name"] for e in env.values() if "://" in str(e.get("value", ""))]
+        assert inline == [], f"{name}: store URLs belong in the Secret, not inline: {inline}"
     env_of = {name: {e["name"] for e in c.get("env", [])} for name, _, c in stack.workloads()}
     assert {"SLACK_BOT_TOKEN", "SLACK_CHANNEL", "SLACK_WEBHOOK_URL"} <= env_of["tablewatch-alerts"]
     assert {"SLACK_SIGNING_SECRET", "TABLEWATCH_INGEST_TOKEN"} <= env_of["tablewatch-server"]
