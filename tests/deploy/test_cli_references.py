@@ -15,7 +15,9 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -82,11 +84,11 @@ def _get(url: str) -> int:
         return e.code
 
 
-def _wait_until_answers(url: str, process: subprocess.Popen, timeout_s: float) -> None:
+def _wait_until_answers(url: str, process: subprocess.Popen, log: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"{process.args} exited with {process.returncode}: {process.stdout.read()[-2000:]}")
+            pytest.fail(f"{process.args} exited with {process.returncode}: {log.read_text()[-2000:]}")
         try:
             if _get(url) == 200:
                 return
@@ -99,10 +101,12 @@ def _wait_until_answers(url: str, process: subprocess.Popen, timeout_s: float) -
 @contextlib.contextmanager
 def _serving(argv: Sequence[str], env: dict[str, str], health_path: str, timeout_s: float) -> Iterator[int]:
     port = free_port()
-    process = subprocess.Popen(_local(argv, port), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+    log = Path(tempfile.mkdtemp()) / "output.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(_local(argv, port), env=env, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     try:
-        _wait_until_answers(f"http://127.0.0.1:{port}{health_path}", process, timeout_s)
+        _wait_until_answers(f"http://127.0.0.1:{port}{health_path}", process, log, timeout_s)
         yield port
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -161,15 +165,27 @@ def test_http_probes_reach_the_port_the_command_listens_on():
 # -- the health checks, for real ------------------------------------------------------------------
 
 
-def test_the_server_answers_its_liveness_and_readiness_paths(tmp_path):
-    env = _environment(TABLEWATCH_STORE=f"sqlite:///{tmp_path}/server.db")
-    command = stack.command_of("server", INVOCATIONS).argv
-    with _serving(command, env, "/healthz", timeout_s=30) as port:
-        for probe in _probes_of("server", "tablewatch-server"):
-            assert _get(f"http://127.0.0.1:{port}{probe.path}") == 200, probe
-        check = subprocess.run(_healthcheck_argv("server", port), env=env, capture_output=True, text=True, timeout=30)
-        assert check.returncode == 0, check.stderr
-        assert _get(f"http://127.0.0.1:{port}/no-such-path") == 404  # the checks above can fail
+def test_the_server_is_live_and_ready_then_not_ready_once_its_store_is_gone(tmp_path):
+    from tablewatch.gateway.hbase_thrift import HBaseThriftGateway
+
+    gateway = HBaseThriftGateway(f"sqlite:///{tmp_path}/hbase.db", port=0).start()
+    url = stack.env_example_variants()[0][1].replace("hbase:9090", f"127.0.0.1:{gateway.port}")
+    env = _environment(TABLEWATCH_STORE=url)
+    try:
+        with _serving(stack.command_of("server", INVOCATIONS).argv, env, "/healthz", timeout_s=30) as port:
+            for probe in _probes_of("server", "tablewatch-server"):
+                assert _get(f"http://127.0.0.1:{port}{probe.path}") == 200, probe
+            check = _healthcheck_argv("server", port)
+            ready = subprocess.run(check, env=env, capture_output=True, text=True, timeout=30)
+            assert ready.returncode == 0, ready.stderr
+
+            gateway.stop()  # the store goes away: still live, no longer ready
+            assert _get(f"http://127.0.0.1:{port}/healthz") == 200
+            assert _get(f"http://127.0.0.1:{port}/readyz") == 503
+            not_ready = subprocess.run(check, env=env, capture_output=True, text=True, timeout=30)
+            assert not_ready.returncode != 0 and "503" in not_ready.stderr
+    finally:
+        gateway.stop()
 
 
 def test_the_dashboard_answers_streamlits_health_path(tmp_path):
