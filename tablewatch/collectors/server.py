@@ -236,6 +236,8 @@ class _Ingest:
                     raise HTTPError(400, f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}", "body") from None
             except ValueError as e:  # not UTF-8
                 raise HTTPError(400, f"malformed JSON: {e}", "body") from None
+            except RecursionError:
+                raise HTTPError(400, "malformed JSON: nested too deeply", "body") from None
             else:
                 if isinstance(data, dict):
                     return [(data, None)]
@@ -249,6 +251,8 @@ class _Ingest:
                     items.append((_loads(line), None))
                 except ValueError as e:
                     items.append((None, ItemError("body", f"line {number} is not JSON: {e}")))
+                except RecursionError:
+                    items.append((None, ItemError("body", f"line {number} is not JSON: nested too deeply")))
         return items
 
     def _check_count(self, count: int, what: str) -> None:
@@ -354,15 +358,16 @@ class _Ingest:
             return None
         if not set(map(type, raw_tags)) <= {dict, type(None)}:
             return None
-        ts_s = np.asarray(ts, dtype=np.float64)
-        value_array = np.asarray(values, dtype=np.float64)
+        try:  # an integer beyond 64 bits overflows: let the item path name it
+            ts_s = np.asarray(ts, dtype=np.float64)
+            value_array = np.asarray(values, dtype=np.float64)
+            step_array = np.asarray(steps, dtype=np.int64) if step_types == {int} else None
+        except OverflowError:
+            return None
         if not ((ts_s >= MIN_TS_S) & (ts_s < MAX_TS_S)).all() or np.isinf(value_array).any():
             return None
-        step_array = None
-        if step_types == {int}:
-            step_array = np.asarray(steps, dtype=np.int64)
-            if (step_array < 0).any():
-                return None
+        if step_array is not None and (step_array < 0).any():
+            return None
         keys = [(m, tuple(t.items()) if t else ()) for m, t in zip(metrics, raw_tags)]
         ids: dict[tuple, int] = {}
         group_of = np.fromiter((ids.setdefault(k, len(ids)) for k in keys), dtype=np.int64, count=len(keys))
@@ -554,12 +559,11 @@ def _point_ts(ts: Any, default_us: int | None) -> int:
             raise ItemError("ts", "is missing")
         return default_us
     if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        if not math.isfinite(ts):
+        if isinstance(ts, float) and not math.isfinite(ts):
             raise ItemError("ts", f"must be a finite number of epoch seconds (got {ts!r})")
-        us = int(ts * US_PER_S) if isinstance(ts, int) else round(ts * US_PER_S)
-        if not MIN_TS_US <= us < MAX_TS_US:
-            raise ItemError("ts", f"must be between 1970 and 2100 in epoch seconds, not ms (got {ts!r})")
-        return us
+        if not MIN_TS_S <= ts < MAX_TS_S:
+            raise ItemError("ts", f"must be between 1970 and 2100 in epoch seconds, not ms (got {_shown(ts)})")
+        return int(ts * US_PER_S) if isinstance(ts, int) else round(ts * US_PER_S)
     if isinstance(ts, str):
         try:
             return to_us(ts, "ts")
@@ -572,7 +576,10 @@ def _point_value(value: Any) -> float:
     if value is _MISSING:
         raise ItemError("value", "is missing")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ItemError("value", f"is too large for a 64-bit float (got {_shown(value)})") from None
         if math.isinf(number):
             raise ItemError("value", f"is infinite (got {value!r})")
         return number
@@ -582,9 +589,19 @@ def _point_value(value: Any) -> float:
 def _point_step(step: Any) -> int | None:
     if step is None:
         return None
-    if isinstance(step, int) and not isinstance(step, bool) and step >= 0:
+    if isinstance(step, int) and not isinstance(step, bool) and 0 <= step < 2**63:
         return step
-    raise ItemError("step", f"must be an integer >= 0 (got {step!r})"[:200])
+    raise ItemError("step", f"must be an integer from 0 to 2**63 - 1 (got {_shown(step)})")
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, shortened: a 400-digit number names itself by its size."""
+    if isinstance(value, float) and value.is_integer() and 2**53 <= abs(value) < 1e30:
+        value = int(value)  # orjson reads an integer past 64 bits as a float: show it as sent
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"an integer of {len(str(abs(value)))} digits"
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _loads(body: bytes) -> Any:
