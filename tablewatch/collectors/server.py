@@ -400,7 +400,7 @@ class _Ingest:
         """(metric, clean tags, a key of the series) of an item, checked."""
         if not item.keys() <= allowed:
             unknown = sorted(item.keys() - allowed)[0]
-            raise ItemError(unknown, f"is not a field (fields: {', '.join(sorted(allowed))})")
+            raise ItemError(unknown or '""', f"is not a field (fields: {', '.join(sorted(allowed))})")
         metric, tags = item.get("metric"), item.get("tags")
         if metric is None and "metric" not in item:
             raise ItemError("metric", "is missing")
@@ -487,7 +487,7 @@ class _Ingest:
                     raise ItemError("item", f"must be a JSON object, got {type(item).__name__}")
                 unknown = item.keys() - PREDICTION_FIELDS
                 if unknown:
-                    raise ItemError(sorted(unknown)[0], f"is not a field (fields: {', '.join(sorted(PREDICTION_FIELDS))})")
+                    raise ItemError(sorted(unknown)[0] or '""', f"is not a field (fields: {', '.join(sorted(PREDICTION_FIELDS))})")
                 for name in ("model", "prediction"):
                     if name not in item:
                         raise ItemError(name, "is missing")

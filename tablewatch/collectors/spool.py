@@ -60,6 +60,8 @@ MAGIC = b"TWSPOOL1"
 FORMAT_VERSION = 1
 SUFFIX = ".twb"
 LOCK_NAME = "lock"
+#: Where batches the store refused are kept (under the spool root), never replayed.
+REJECTED_DIR = "rejected"
 SPOOL_ENV = "TABLEWATCH_SPOOL"
 _U32 = struct.Struct("<I")
 
@@ -288,6 +290,25 @@ class Spool:
             raise
         return final
 
+    @property
+    def rejected_dir(self) -> Path:
+        return self.root / REJECTED_DIR
+
+    def set_aside(self, entries: Sequence[Entry], reason: str) -> Path:
+        """Keep a batch the store refused in ``rejected/``: ``<name>.twb`` (the
+        spool format: :func:`decode_batch` reads it) and ``<name>.txt`` (why);
+        the path of the batch. Never replayed. Raises OSError."""
+        directory = self.rejected_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        self._seq += 1
+        name = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{self.id}-{self._seq:06d}"
+        final = directory / (name + SUFFIX)
+        temp = directory / f".tmp-{name}"
+        temp.write_bytes(encode_batch(entries, self.store_url))
+        os.replace(temp, final)
+        (directory / (name + ".txt")).write_text(reason + "\n", encoding="utf-8", errors="backslashreplace")
+        return final
+
     # -- reading -----------------------------------------------------------------------
 
     def own_files(self) -> list[Path]:
@@ -305,7 +326,7 @@ class Spool:
         except OSError:
             return 0
         for directory in candidates:
-            if directory == self._dir or directory in held:
+            if directory == self._dir or directory in held or directory.name == REJECTED_DIR:
                 continue
             try:
                 fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
