@@ -45,9 +45,12 @@ import contextvars
 import errno
 import logging
 import math
+import os
 import socket
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from itertools import islice
 from pathlib import Path
@@ -96,12 +99,65 @@ _NO_STEP = -1.0
 _GROUP_POINTS = 200_000
 #: Series written in one round trip: the first guess, then sized to about a
 #: second of the store's measured speed, within these bounds.
-_GROUP_SERIES, _MIN_GROUP_SERIES, _GROUP_SERIES_MAX = 20_000, 1_000, 200_000
+_GROUP_SERIES, _MIN_GROUP_SERIES, _GROUP_SERIES_MAX = 5_000, 500, 200_000
+#: A series' buffer is handed off at this many points at least (fewer when
+#: many series share ``max_buffered_points``).
+_MIN_HANDOFF_POINTS = 2
 _time = time.time
 
 
 class CollectorClosed(TablewatchError):
     """``log()`` was called on a collector after ``close()``."""
+
+
+#: Open collectors, restarted in a forked child (see ``Collector._restart_after_fork``).
+_OPEN: weakref.WeakSet[Collector] = weakref.WeakSet()
+_FORK_HOOK = threading.Lock()
+_fork_hook_registered = False
+
+
+def _register_fork_hook() -> None:
+    """Once per process, when the first collector is made (nothing at import)."""
+    global _fork_hook_registered
+    with _FORK_HOOK:
+        if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+            os.register_at_fork(before=_pause_for_fork, after_in_parent=_resume_after_fork,
+                                after_in_child=_restart_in_child)
+            _fork_hook_registered = True
+
+
+_paused: list[Collector] = []
+#: How long a fork waits for a flush round to end (seconds).
+FORK_WAIT_S = 2.0
+
+
+def _pause_for_fork() -> None:
+    """Before a fork, wait for the flush rounds in progress to end (up to
+    FORK_WAIT_S): a child forked while a flusher is inside SQLite inherits
+    SQLite's locks held, and hangs on its first connection."""
+    for collector in list(_OPEN):
+        if collector._flush_lock.acquire(timeout=FORK_WAIT_S):
+            _paused.append(collector)
+
+
+def _resume_after_fork() -> None:
+    while _paused:
+        _paused.pop()._flush_lock.release()
+
+
+def _close_at_worker_exit(collector: Collector) -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(collector, collector._close_at_exit, exitpriority=100)
+
+
+def _restart_in_child() -> None:
+    _paused.clear()  # the child replaces those locks
+    for collector in list(_OPEN):
+        try:
+            collector._restart_after_fork()
+        except Exception:  # a fork must never fail because of a collector
+            log.exception("tablewatch: could not restart a collector in the forked child")
 
 
 class _Series:
@@ -311,9 +367,48 @@ class Collector:
         self._left_in_spool = 0
         self._once = _Once()
         self._wake = threading.Event()
+        self._drained = False  # close() took its last look at the buffers: later hand-offs spool
         self._thread = threading.Thread(target=self._loop, name="tablewatch-collector", daemon=True)
         self._thread.start()
         atexit.register(self._close_at_exit)
+        _OPEN.add(self)
+        _register_fork_hook()
+
+    def _restart_after_fork(self) -> None:
+        """In a forked child (``os.fork``, a DataLoader or multiprocessing
+        worker): fresh locks, a flusher thread of its own, a spool directory of
+        its own and its own store connection. What the parent had buffered
+        stays the parent's to write; the child writes what it logs."""
+        if self._closing or self._closed:
+            return
+        self._lock = threading.Lock()  # the parent's threads may have held them at the fork
+        self._flush_lock = threading.Lock()
+        self._spool_lock = threading.Lock()
+        self._once = _Once()
+        self._wake = threading.Event()
+        for series in self._registry.values():
+            del series.data[:]
+        self._queue, self._inflight, self._memory_points = [], [], 0
+        self._taken_points = 0
+        self._counts = dict.fromkeys(self._counts, 0)
+        if self._sketches is not None:
+            old = self._sketches
+            self._sketches = type(old)(window_s=old.window_s, emit_every_s=old.emit_every_s, alpha=old.alpha,
+                                       max_categories=old.max_categories)
+        self.spool.forget_after_fork()
+        self.spool = Spool(self.spool.root, self.url)
+        # Never share the parent's connections (SQLite, gRPC, Thrift): open the store anew.
+        self._store, self._owns_store, self._store_up = None, True, False
+        self._next_attempt, self._backoff = 0.0, RETRY_BACKOFF_S[0]
+        self._last_orphan_scan = -math.inf
+        self._written_through = self._last_take = _time()
+        self._thread = threading.Thread(target=self._loop, name="tablewatch-collector", daemon=True)
+        self._thread.start()
+        # A multiprocessing worker leaves through os._exit (no atexit): close at
+        # its exit, through a finalizer made once the worker has reset them.
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            mp_util.register_after_fork(self, _close_at_worker_exit)
 
     # -- logging points ---------------------------------------------------------------------
 
@@ -412,7 +507,8 @@ class Collector:
                 if run is not None:
                     run._buffers.append(series)
                 # Keep the sum of all buffers near the memory bound however many series there are.
-                per_series = max(1024, self.max_buffered_points // (4 * len(self._registry)))
+                # (100,000 series each get a few points: a stuck store still bounds memory.)
+                per_series = max(_MIN_HANDOFF_POINTS, self.max_buffered_points // (2 * len(self._registry)))
                 self._handoff_len = 3 * min(self.flush_size, per_series)
             key = _fast_key(metric, tags)
             if key is not None:
@@ -420,15 +516,20 @@ class Collector:
         return series.data
 
     def _hand_off(self, data: list) -> None:
-        """A buffer is full: queue its points for the flusher, or spool them
-        here when memory is at its bound."""
+        """A buffer is full: queue its points for the flusher, or, when memory
+        is at its bound, spool them here with every other buffer (one file)."""
         with self._lock:
             series = self._registry.get(id(data))
             raw = None if series is None else self._take(series)
             if raw is None:
                 return
-            over = self._memory_points + raw.points > self.max_buffered_points
-            if not over:
+            # After close() drained the buffers, a log() that raced it spools its point.
+            over = self._drained or self._memory_points + raw.points > self.max_buffered_points
+            if over:
+                rest = self._take_all(list(self._registry.values()))
+                if rest is not None:
+                    raw = _Batch(raw.series + rest.series, raw.counts + rest.counts, np.concatenate([raw.data, rest.data]))
+            else:
                 self._queue.append(raw)
                 self._memory_points += raw.points
         if over:
@@ -634,9 +735,10 @@ class Collector:
             and self._replay(force, deadline)
             and self._write_queue(deadline)
         )
-        if not written:
+        if not written and not (self._closing and not self._closed):
             # Down, backing off, or own spool not empty: spool behind what is
             # spooled, so that replay keeps the order things were logged in.
+            # (A round cut short for close() leaves the queue to close().)
             self._spool_queue()
 
     def _take_buffers(self, *, force_sketches: bool = False) -> None:
@@ -751,7 +853,8 @@ class Collector:
             points = batch_points(entries[lo:hi])
             with self._lock:
                 self._counts["written"] += points - refused
-                self._memory_points -= points
+                if not self._abandoned:  # else close() spooled them all and zeroed the count
+                    self._memory_points -= points
 
         try:
             done, _ = self._write_in_chunks(entries, deadline, written)
@@ -784,6 +887,8 @@ class Collector:
         while done < len(entries):
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            if self._abandoned or (self._closing and not self._closed):
+                break  # close() is waiting for this round: it writes the rest itself
             hi, points = done + 1, entries[done].points
             while (hi < len(entries) and hi - done < self._group_series
                    and points + entries[hi].points <= _GROUP_POINTS):
@@ -935,8 +1040,10 @@ class Collector:
                 return self._stored_at_close
             self._closing = True
             # Later log() calls miss the buffer tables and are refused in _register;
-            # the buffers themselves stay registered for the last flush.
+            # the buffers themselves stay registered for the last flush. A log()
+            # already past the table lookup hands its point off at once.
             self._series.clear()
+            self._handoff_len = 0
             for series in self._registry.values():
                 if series.run is not None:
                     series.run._series.clear()
@@ -981,6 +1088,16 @@ class Collector:
                 self._queue = []
             self._emergency_spool(work)
         self._thread.join(timeout=max(0.0, deadline - time.monotonic()) + 0.1)
+        # A log() that raced close(): its point is in a buffer now (spooled here)
+        # or hands itself off to the spool; never silently left behind.
+        with self._lock:
+            self._drained = True
+            late = self._take_all(list(self._registry.values()))
+            work, self._queue = self._queue, []  # hand-offs since the last round
+            self._memory_points -= sum(item.points for item in work)
+        if late is not None:
+            work.append(late)
+        self._emergency_spool(work)
         with self._spool_lock:
             files, points = self.spool.count()
             spool_dir = self.spool.own_dir or self.spool.root
@@ -998,6 +1115,7 @@ class Collector:
         if lost:
             log.error("tablewatch: %d points could neither be written nor spooled before close() and are lost "
                       "(counted in stats()['dropped'])", lost)
+        _OPEN.discard(self)
         if self._owns_store and self._store is not None and not self._abandoned:
             try:
                 self._store.close()

@@ -69,7 +69,7 @@ _U32 = struct.Struct("<I")
 # -- what a batch holds ---------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class PointsEntry:
     """Points of one series: ts in int64 µs, values float64, steps int64 or None."""
 
@@ -393,6 +393,17 @@ class Spool:
             os.close(fd)
         self._adopted = keep
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: let go of the parent's directories (closing the
+        inherited descriptors leaves the parent's locks in place) without
+        touching them."""
+        for fd in [fd for _, fd in self._adopted] + ([self._lock_fd] if self._lock_fd is not None else []):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._adopted, self._dir, self._lock_fd = [], None, None
+
     def close(self) -> None:
         """Release every lock; remove this collector's directory if it is empty
         (a non-empty one stays for the next collector to replay)."""
@@ -405,6 +416,9 @@ class Spool:
                 _remove_dir(self._dir)
             os.close(self._lock_fd)
         self._dir, self._lock_fd = None, None
+        # A batch written after this (a log() that raced the collector's close)
+        # goes to a directory of its own: this one may be adopted already.
+        self.id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
 def peek_points(path: Path) -> int:
