@@ -39,6 +39,7 @@ import asyncio
 import hmac
 import json
 import logging
+import logging.config
 import math
 import threading
 import time
@@ -47,14 +48,20 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import numpy as np
-import orjson
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+
+from tablewatch.extras import require
+
+require("starlette", "server", "the ingest server (tablewatch.collectors.server)")
+require("orjson", "server", "the ingest server (tablewatch.collectors.server)")
+import orjson  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import JSONResponse, Response  # noqa: E402
+from starlette.routing import Route  # noqa: E402
 
 from tablewatch.collectors.predictions import PredictionSketches
+from tablewatch.collectors.push import TOKEN_ENV  # noqa: F401 - re-exported: the server's token variable
 from tablewatch.errors import StoreError, TablewatchError, ValidationError
 from tablewatch.store.names import validate_metric, validate_tags
 from tablewatch.store.tasks import validate_task_run
@@ -66,7 +73,6 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_ITEMS = 100_000
 DEFAULT_SKETCH_FLUSH_S = 10.0
 READY_TIMEOUT_S = 5.0
-TOKEN_ENV = "TABLEWATCH_INGEST_TOKEN"
 NDJSON_TYPES = ("ndjson", "jsonl", "json-seq", "jsonlines")
 POINT_FIELDS = frozenset({"metric", "tags", "ts", "value", "step"})
 COLUMN_FIELDS = frozenset({"metric", "tags", "ts", "values", "steps"})
@@ -631,16 +637,44 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_items: int = DEFAULT_MAX_ITEMS,
     log_level: str = "info",
+    access_log: str | None = None,
 ) -> None:
     """Open the store, serve the ingest API with uvicorn until stopped, close
-    the store."""
+    the store. Says which store it serves, and warns when no token is set.
+    ``access_log``: None (none), ``"-"`` (stderr) or a file to append one
+    line per request to (uvicorn's format: client, request line, status)."""
     import uvicorn
 
     from tablewatch.store import open_store
 
+    logging.config.dictConfig(_log_config(access_log))
     with open_store(store_url) as store:
         app = create_app(store, token, max_body_bytes=max_body_bytes, max_items=max_items)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        log.info("tablewatch server: serving store %s on http://%s:%d", store.url, host, port)
+        if token is None:
+            log.warning("tablewatch server: NO TOKEN SET: anyone who can reach %s:%d can write to %s; set $%s "
+                        "to require 'Authorization: Bearer <token>'", host, port, store.url, TOKEN_ENV)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log is not None,
+                    log_config=None)  # configured above
+
+
+def _log_config(access_log: str | None) -> dict[str, Any]:
+    """uvicorn's logging configuration, with this module's messages on stderr
+    and the access log on stderr (``"-"``) or appended to a file."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["tablewatch"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    if access_log not in (None, "-"):
+        config["formatters"]["access_file"] = {
+            "()": "uvicorn.logging.AccessFormatter", "use_colors": False,
+            "fmt": '%(asctime)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+        }
+        config["handlers"]["access"] = {"class": "logging.FileHandler", "filename": access_log,
+                                        "formatter": "access_file"}
+    return config
 
 
 @contextmanager
