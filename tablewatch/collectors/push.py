@@ -169,7 +169,7 @@ def main(
     if status == 200:
         return EXIT_OK
     if status == 401:
-        return _fail(EXIT_UNAUTHORIZED, f"unauthorized: the server refused the token ({answer.get('error', answer)}); "
+        return _fail(EXIT_UNAUTHORIZED, f"unauthorized (401): the server refused the token ({answer.get('error', answer)}); "
                                         f"pass --token or set ${TOKEN_ENV}")
     rejected = answer.get("rejected") or []
     if rejected:
