@@ -810,8 +810,8 @@ class Collector:
                     log.info("tablewatch: replaying the spool of %d stopped collector(s) from %s", adopted, self.spool.root)
             files = self.spool.pending()
         for item in files:
-            if self._abandoned:
-                return False
+            if self._abandoned or (deadline is not None and time.monotonic() >= deadline):
+                return False  # (before reading it: a file of 100,000 series takes a while to decode)
             try:
                 with self._spool_lock:
                     entries = self.spool.read(item.path)
