@@ -225,14 +225,43 @@ class _Batch:
 
 
 def _expand(work: list) -> list[Entry]:
-    """Queue items as spool entries, in order."""
+    """Queue items as spool entries, in order; consecutive batches merged
+    first, so that a series gets one entry however many rounds it waited."""
     entries: list[Entry] = []
-    for item in work:
+    batches: list[_Batch] = []
+    for item in [*work, None]:
         if isinstance(item, _Batch):
-            entries.extend(item.entries())
-        else:
+            batches.append(item)
+            continue
+        if batches:
+            entries.extend(_merge_batches(batches).entries())
+            batches = []
+        if item is not None:
             entries.append(item)
     return entries
+
+
+def _merge_batches(batches: list[_Batch]) -> _Batch:
+    """One batch holding the points of ``batches``, grouped by series (each
+    series' points kept in the order they were taken)."""
+    if len(batches) == 1:
+        return batches[0]
+    index: dict[int, int] = {}
+    series: list[_Series] = []
+    owners: list[int] = []
+    for batch in batches:
+        for one in batch.series:
+            i = index.get(id(one))
+            if i is None:
+                i = index[id(one)] = len(series)
+                series.append(one)
+            owners.append(i)
+    owner = np.repeat(np.asarray(owners, dtype=np.int64),
+                      np.concatenate([np.asarray(b.counts, dtype=np.int64) for b in batches]))
+    order = np.argsort(owner, kind="stable")
+    triples = np.concatenate([b.data for b in batches]).reshape(-1, 3)[order]
+    counts = np.bincount(owner, minlength=len(series))
+    return _Batch(series, counts.tolist(), triples.reshape(-1))
 
 
 def _is_outage(error: BaseException) -> bool:
