@@ -375,6 +375,8 @@ class Collector:
         self._registry: dict[int, _Series] = {}  # id(buffer) -> series
         self._canonical: dict[tuple, _Series] = {}
         self._handoff_len = 3 * flush_size
+        self._queue_cap = max_buffered_points  # points the queue may hold (the buffers hold the rest)
+        self._replay_done: dict[Path, int] = {}  # entries of a spool file already written (a long replay cut short)
         self._queue: list[Entry | _Batch] = []  # in order, waiting for the flusher
         self._inflight: list[Entry | _Batch] = []  # taken by the flusher, not yet written or spooled
         self._memory_points = 0  # points in _queue and _inflight
@@ -430,6 +432,7 @@ class Collector:
         self._store, self._owns_store, self._store_up = None, True, False
         self._next_attempt, self._backoff = 0.0, RETRY_BACKOFF_S[0]
         self._last_orphan_scan = -math.inf
+        self._replay_done = {}
         self._written_through = self._last_take = _time()
         self._thread = threading.Thread(target=self._loop, name="tablewatch-collector", daemon=True)
         self._thread.start()
@@ -537,8 +540,10 @@ class Collector:
                     run._buffers.append(series)
                 # Keep the sum of all buffers near the memory bound however many series there are.
                 # (100,000 series each get a few points: a stuck store still bounds memory.)
-                per_series = max(_MIN_HANDOFF_POINTS, self.max_buffered_points // (2 * len(self._registry)))
+                per_series = max(_MIN_HANDOFF_POINTS, self.max_buffered_points // (4 * len(self._registry)))
                 self._handoff_len = 3 * min(self.flush_size, per_series)
+                # What the buffers can hold is taken from what the queue may hold.
+                self._queue_cap = max(1, self.max_buffered_points - len(self._registry) * min(self.flush_size, per_series))
             key = _fast_key(metric, tags)
             if key is not None:
                 table[key] = series.data
@@ -553,7 +558,7 @@ class Collector:
             if raw is None:
                 return
             # After close() drained the buffers, a log() that raced it spools its point.
-            over = self._drained or self._memory_points + raw.points > self.max_buffered_points
+            over = self._drained or self._memory_points + raw.points > self._queue_cap
             if over:
                 rest = self._take_all(list(self._registry.values()))
                 if rest is not None:
@@ -778,7 +783,7 @@ class Collector:
             self._last_take = _time()
             batch = self._take_all(list(self._registry.values()))
             if batch is not None:
-                over = self._memory_points > 0 and self._memory_points + batch.points > self.max_buffered_points
+                over = self._memory_points > 0 and self._memory_points + batch.points > self._queue_cap
                 if not over:
                     self._queue.append(batch)
                     self._memory_points += batch.points
@@ -850,17 +855,24 @@ class Collector:
             except OSError as e:
                 self._once("spool-read", logging.ERROR, "tablewatch: cannot read spool file %s: %s", item.path, e)
                 return False
+            start = self._replay_done.get(item.path, 0)
+
+            def replayed(lo: int, hi: int, refused: int, start: int = start, entries: list = entries) -> None:
+                with self._lock:
+                    self._counts["replayed"] += batch_points(entries[start + lo:start + hi]) - refused
+
             try:
-                done, refused = self._write_in_chunks(entries, deadline)
+                done, refused = self._write_in_chunks(entries[start:], deadline, replayed)
             except _StoreDown as e:
+                self._replay_done[item.path] = start + e.done
                 self._down(e.cause)
                 return False
-            if done < len(entries):
-                return False  # past the deadline: the file stays, replayed again later (harmless)
+            if start + done < len(entries):
+                self._replay_done[item.path] = start + done  # past the deadline: resumed later
+                return False
+            self._replay_done.pop(item.path, None)
             with self._spool_lock:
                 self.spool.remove(item.path)
-            with self._lock:
-                self._counts["replayed"] += batch_points(entries) - refused
             self._up()
         with self._spool_lock:
             self.spool.release_finished()
