@@ -559,11 +559,14 @@ class Collector:
                 return
             # After close() drained the buffers, a log() that raced it spools its point.
             over = self._drained or self._memory_points + raw.points > self._queue_cap
-            if over:
+            # Over the bound, or many series sharing it (their buffers fill
+            # together): take every buffer in one batch, not one series at a time.
+            if over or 0 < self._handoff_len < 3 * self.flush_size:
                 rest = self._take_all(list(self._registry.values()))
                 if rest is not None:
                     raw = _Batch(raw.series + rest.series, raw.counts + rest.counts, np.concatenate([raw.data, rest.data]))
-            else:
+                over = over or self._memory_points + raw.points > self._queue_cap
+            if not over:
                 self._queue.append(raw)
                 self._memory_points += raw.points
         if over:
