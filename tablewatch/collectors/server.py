@@ -657,12 +657,17 @@ def serve(
 
     import uvicorn
 
-    from tablewatch.alerts.interactive import routes_from_env
     from tablewatch.store import open_store
+
+    try:
+        from tablewatch.alerts.interactive import routes_from_env
+    except ImportError as e:  # the `alerts` extra is not installed: ingest and reads only
+        log.warning("tablewatch server: no Slack actions or /api/v1/notify (%s)", e)
+        routes_from_env = None
 
     logging.config.dictConfig(_log_config(access_log))
     with open_store(store_url) as store:
-        alert_routes = routes_from_env(store, os.environ, token=token, rules_path=rules)
+        alert_routes = routes_from_env(store, os.environ, token=token, rules_path=rules) if routes_from_env else []
         app = create_app(store, token, max_body_bytes=max_body_bytes, max_items=max_items, routes=alert_routes)
         log.info("tablewatch server: serving store %s on http://%s:%d", store.url, host, port)
         if token is None:
