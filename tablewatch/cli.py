@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     hbase.add_argument("--protocol", choices=["binary", "compact"], default="binary",
                        help="Thrift protocol; clients must use the same (default: binary)")
     hbase.set_defaults(handler=cmd_gateway_hbase_thrift)
+
+    from tablewatch.dashboard.command import add_commands as add_dashboard_commands
+
+    add_dashboard_commands(commands, _port)
     return parser
 
 

@@ -1,0 +1,659 @@
+"""What the dashboard reads from a store, as plain functions of a
+:class:`~tablewatch.store.Store` returning DataFrames and frozen dataclasses.
+
+Nothing here knows Streamlit: the pages call these (through a short-lived
+cache) and hand the results to :mod:`tablewatch.dashboard.charts`. Times are
+epoch seconds (UTC) and ranges half-open, ``start <= t < end``. Long series are
+downsampled in the store (``read_points(max_points=...)`` keeps each bucket's
+min and max, so spikes survive) to at most :data:`MAX_POINTS_PER_TRACE` points.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from tablewatch.cli import _format_age
+from tablewatch.store.downsample import aggregate
+from tablewatch.store.sketches import PREDICTION, DistributionSketch
+
+if TYPE_CHECKING:
+    from tablewatch.store import Store, TaskRun, TrainingRun
+
+#: Points per trace after server-side downsampling.
+MAX_POINTS_PER_TRACE = 2_000
+#: Task runs read for one page (failure rates, Gantt, failed attempts).
+MAX_TASK_RUNS = 20_000
+DURATION_METRIC = "task.duration_s"
+RETRIES_METRIC = "task.retries"
+LATENCY_METRIC = "serve.latency_s"
+SYSTEM_PREFIX = "system."
+#: Candidate aggregation widths (seconds); the first giving at most
+#: :data:`TARGET_BUCKETS` buckets over the range is used.
+BUCKET_WIDTHS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400)
+TARGET_BUCKETS = 200
+US_PER_S = 1_000_000
+
+
+def bucket_width(start: float, end: float) -> int:
+    """Aggregation width (seconds) for a chart of ``[start, end)``."""
+    span = max(end - start, 1.0)
+    for width in BUCKET_WIDTHS:
+        if span / width <= TARGET_BUCKETS:
+            return width
+    return BUCKET_WIDTHS[-1]
+
+
+def _dt(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+# -- what exists: the pickers ----------------------------------------------------------------
+
+
+def pipelines(store: Store) -> list[str]:
+    """Pipelines that have task runs, sorted."""
+    return sorted({pipeline for pipeline, _ in store.list_tasks()})
+
+
+def tasks_of(store: Store, pipeline: str) -> list[str]:
+    return sorted(task for _, task in store.list_tasks(pipeline))
+
+
+def training_names(store: Store, start: float | None = None, end: float | None = None) -> list[str]:
+    """Names (experiments, models) of the training runs started in the range."""
+    return sorted({run.name for run in store.read_training_runs(start=start, end=end)})
+
+
+def training_runs(store: Store, name: str, start: float | None = None, end: float | None = None) -> list[TrainingRun]:
+    """Runs of ``name`` started in the range, newest first."""
+    return store.read_training_runs(name, start=start, end=end)
+
+
+def served_models(store: Store) -> list[str]:
+    """Services (models) with serving latency points."""
+    return sorted({s.tags.get("service", "") for s in store.find_series(LATENCY_METRIC)} - {""})
+
+
+def routes_of(store: Store, model: str) -> list[str]:
+    return sorted({s.tags.get("route", "") for s in store.find_series(LATENCY_METRIC, service=model)} - {""})
+
+
+def sketched_models(store: Store) -> list[str]:
+    return sorted({model for model, _ in store.list_sketched_features()})
+
+
+def sketched_features(store: Store, model: str) -> list[str]:
+    """Features of ``model`` with sketches, the prediction last."""
+    names = [feature for _, feature in store.list_sketched_features(model)]
+    return sorted(names, key=lambda name: (name == PREDICTION, name))
+
+
+def has_any_data(store: Store) -> bool:
+    """Whether anything at all was sent to the store (points, tasks, runs, sketches)."""
+    return bool(store.find_series() or store.list_tasks() or store.read_training_runs(limit=1)
+                or store.list_sketched_features())
+
+
+# -- tasks -------------------------------------------------------------------------------------
+
+
+def task_durations(store: Store, pipeline: str, tasks: Sequence[str], start: float, end: float,
+                   max_points: int = MAX_POINTS_PER_TRACE) -> pd.DataFrame:
+    """Durations of each task's attempts (``task.duration_s``), downsampled per
+    task: columns ``task``, ``ts``, ``value``."""
+    frames = []
+    for task in tasks:
+        frame = store.read_points(DURATION_METRIC, {"pipeline": pipeline, "task": task}, _dt(start), _dt(end),
+                                  max_points=max_points)
+        frames.append(frame.assign(task=task)[["task", "ts", "value"]])
+    return _concat(frames, {"task": str, "ts": "datetime64[us, UTC]", "value": float})
+
+
+def task_duration_bands(store: Store, pipeline: str, tasks: Sequence[str], start: float, end: float,
+                        every: int | None = None) -> pd.DataFrame:
+    """Per task and time bucket: count, p50, p95, mean of the durations.
+    Columns ``task``, ``bucket``, ``count``, ``mean``, ``p50``, ``p95``."""
+    every = every or bucket_width(start, end)
+    frames = []
+    for task in tasks:
+        frame = store.aggregate(DURATION_METRIC, {"pipeline": pipeline, "task": task}, _dt(start), _dt(end), every=every)
+        frames.append(frame.assign(task=task)[["task", "bucket", "count", "mean", "p50", "p95"]])
+    return _concat(frames, {"task": str, "bucket": "datetime64[us, UTC]", "count": int, "mean": float,
+                            "p50": float, "p95": float})
+
+
+def retries_per_day(store: Store, pipeline: str, tasks: Sequence[str], start: float, end: float) -> pd.DataFrame:
+    """Retries per UTC day and task, from ``task.retries`` (one point per call:
+    how many retries it took). Columns ``task``, ``day``, ``retries``, ``calls``."""
+    frames = []
+    for task in tasks:
+        ts, values, _ = store.read_arrays(RETRIES_METRIC, {"pipeline": pipeline, "task": task}, _dt(start), _dt(end))
+        keep = np.isfinite(values)
+        ts, values = ts[keep], values[keep]
+        if not len(ts):
+            continue
+        days = ts // (86400 * US_PER_S)
+        unique, inverse = np.unique(days, return_inverse=True)
+        frames.append(pd.DataFrame({
+            "task": task,
+            "day": pd.to_datetime(unique * 86400, unit="s", utc=True),
+            "retries": np.bincount(inverse, weights=values),
+            "calls": np.bincount(inverse),
+        }))
+    return _concat(frames, {"task": str, "day": "datetime64[ns, UTC]", "retries": float, "calls": int})
+
+
+def task_runs(store: Store, pipeline: str, task: str | None, start: float, end: float,
+              limit: int = MAX_TASK_RUNS) -> list[TaskRun]:
+    """Attempts filed in the range, newest first."""
+    return store.read_task_runs(pipeline, task, _dt(start), _dt(end), limit=limit)
+
+
+def runs_frame(runs: Iterable[TaskRun]) -> pd.DataFrame:
+    """Task runs as a table: one row per attempt."""
+    rows = [{
+        "pipeline": r.pipeline, "task": r.task, "run_id": r.run_id, "attempt": r.attempt, "status": r.status,
+        "started_at": r.started_at, "ended_at": r.ended_at, "duration_s": r.duration_s, "host": r.host,
+        "error_type": r.error_type, "error_message": r.error_message, "error_location": r.error_location,
+    } for r in runs]
+    columns = ["pipeline", "task", "run_id", "attempt", "status", "started_at", "ended_at", "duration_s", "host",
+               "error_type", "error_message", "error_location"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def failure_rates(runs: Iterable[TaskRun], every: int = 86400) -> pd.DataFrame:
+    """Share of finished attempts that failed (status ``failure`` or ``retry``)
+    per task and bucket of ``every`` seconds. Columns ``task``, ``bucket``,
+    ``attempts``, ``failed``, ``failure_rate``."""
+    counts: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for run in runs:
+        if run.status not in ("success", "failure", "retry"):
+            continue
+        bucket = int(run.time.timestamp() // every * every)
+        entry = counts[(run.task, bucket)]
+        entry[0] += 1
+        entry[1] += run.status != "success"
+    rows = [{"task": task, "bucket": _dt(bucket), "attempts": n, "failed": bad, "failure_rate": bad / n}
+            for (task, bucket), (n, bad) in sorted(counts.items())]
+    frame = pd.DataFrame(rows, columns=["task", "bucket", "attempts", "failed", "failure_rate"])
+    frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
+    return frame
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """One run of a pipeline: the attempts sharing a run id."""
+
+    run_id: str
+    started_at: datetime
+    tasks: tuple[str, ...]
+    attempts: int
+    failed: bool
+
+    @property
+    def label(self) -> str:
+        state = "failed" if self.failed else "ok"
+        return f"{self.run_id} · {self.started_at:%Y-%m-%d %H:%M} · {len(self.tasks)} tasks · {state}"
+
+
+def pipeline_runs(runs: Iterable[TaskRun], limit: int = 200) -> list[PipelineRun]:
+    """Runs (grouped by run id) of the attempts, newest first."""
+    groups: dict[str, list[TaskRun]] = defaultdict(list)
+    for run in runs:
+        groups[run.run_id].append(run)
+    found = []
+    for run_id, attempts in groups.items():
+        finals: dict[str, TaskRun] = {}
+        for attempt in sorted(attempts, key=lambda r: (r.time, r.attempt)):
+            finals[attempt.task] = attempt
+        found.append(PipelineRun(
+            run_id=run_id,
+            started_at=min(r.time for r in attempts),
+            tasks=tuple(sorted({r.task for r in attempts})),
+            attempts=len(attempts),
+            failed=any(r.status == "failure" for r in finals.values()),
+        ))
+    found.sort(key=lambda r: r.started_at, reverse=True)
+    return found[:limit]
+
+
+def gantt_frame(runs: Iterable[TaskRun], run_id: str) -> pd.DataFrame:
+    """Every attempt of one pipeline run, in start order: columns ``task``,
+    ``attempt``, ``status``, ``start``, ``end``, ``duration_s``, ``error``.
+    An attempt without an end time (still running) ends at its start."""
+    rows = []
+    for r in runs:
+        if r.run_id != run_id:
+            continue
+        start = r.started_at or r.queued_at or r.ended_at
+        end = r.ended_at or (start + pd.Timedelta(seconds=r.duration_s) if r.duration_s is not None else start)
+        error = f"{r.error_type}: {r.error_message}" if r.error_type else ""
+        rows.append({"task": r.task, "attempt": r.attempt, "status": r.status, "start": start, "end": end,
+                     "duration_s": r.duration_s, "error": error})
+    frame = pd.DataFrame(rows, columns=["task", "attempt", "status", "start", "end", "duration_s", "error"])
+    return frame.sort_values(["start", "attempt"], kind="stable").reset_index(drop=True)
+
+
+def failed_attempts(runs: Iterable[TaskRun], limit: int = 500) -> pd.DataFrame:
+    """Failed attempts (``failure`` and ``retry``), newest first, with the
+    exception and the ``file:line`` where it was raised."""
+    failed = [r for r in runs if r.status in ("failure", "retry")][:limit]
+    frame = runs_frame(failed)
+    return frame[["started_at", "task", "run_id", "attempt", "status", "error_type", "error_message",
+                  "error_location", "host", "duration_s"]]
+
+
+# -- training --------------------------------------------------------------------------------
+
+
+def run_metrics(store: Store, run_ids: Sequence[str]) -> list[str]:
+    """Metrics logged by any of the runs (system metrics excluded), sorted."""
+    found = {s.metric for s in store.find_series(run=list(run_ids))} if run_ids else set()
+    return sorted(m for m in found if not m.startswith(SYSTEM_PREFIX))
+
+
+def system_metrics(store: Store, run_ids: Sequence[str]) -> list[str]:
+    found = {s.metric for s in store.find_series(run=list(run_ids))} if run_ids else set()
+    return sorted(m for m in found if m.startswith(SYSTEM_PREFIX))
+
+
+def training_curves(store: Store, metric: str, run_ids: Sequence[str],
+                    max_points: int = MAX_POINTS_PER_TRACE) -> pd.DataFrame:
+    """``metric`` of each run, downsampled per run (spikes kept): columns
+    ``run``, ``step`` (the step, else the point's index), ``ts``, ``value``. A
+    run with several series of the metric (other tags) gets one per series."""
+    frames = []
+    for series in store.find_series(metric, run=list(run_ids)):
+        frame = store.read_points(metric, series.tags, max_points=max_points)
+        steps = frame["step"].astype("float64")
+        if steps.isna().all():
+            steps = pd.Series(np.arange(len(frame), dtype="float64"))
+        extra = {k: v for k, v in series.tags.items() if k not in ("run", "run_name")}
+        label = series.tags["run"] + ("" if not extra else " " + ",".join(f"{k}={v}" for k, v in sorted(extra.items())))
+        frames.append(pd.DataFrame({"run": label, "step": steps.to_numpy(), "ts": frame["ts"].to_numpy(),
+                                    "value": frame["value"].to_numpy()}))
+    return _concat(frames, {"run": str, "step": float, "ts": "datetime64[us, UTC]", "value": float})
+
+
+def compare_runs(runs: Sequence[TrainingRun]) -> pd.DataFrame:
+    """Params and final metrics of runs side by side: one row per name
+    (``param.lr``, ``metric.val.auc``, plus status and duration), one column per run."""
+    table: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        column = {"status": run.status, "started": f"{run.started_at:%Y-%m-%d %H:%M}",
+                  "duration_s": None if run.duration_s is None else round(run.duration_s, 1)}
+        column.update({f"param.{k}": v for k, v in sorted(run.params.items())})
+        column.update({f"metric.{k}": v for k, v in sorted(run.metrics.items())})
+        table[run.run_id] = column
+    frame = pd.DataFrame(table)
+    return frame.apply(lambda column: column.map(_cell))
+
+
+def _cell(value: Any) -> str:
+    """A table cell as text (params mix numbers, strings and booleans)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+# -- serving ---------------------------------------------------------------------------------
+
+
+def serving_stats(store: Store, model: str, route: str | None, start: float, end: float,
+                  every: int | None = None) -> pd.DataFrame:
+    """Latency p50/p95/p99, throughput (requests/s) and error rate (share of
+    ``5xx``) per route and bucket, over all methods and statuses. Columns
+    ``route``, ``bucket``, ``requests``, ``throughput``, ``p50``, ``p95``,
+    ``p99``, ``errors``, ``error_rate``."""
+    every = every or bucket_width(start, end)
+    filters: dict[str, Any] = {"service": model}
+    if route:
+        filters["route"] = route
+    by_route: dict[str, list] = defaultdict(list)
+    for series in store.find_series(LATENCY_METRIC, **filters):
+        ts, values, _ = store.read_arrays(LATENCY_METRIC, series.tags, _dt(start), _dt(end))
+        by_route[series.tags.get("route", "")].append((ts, values, series.tags.get("status") == "5xx"))
+    frames = []
+    for name, parts in sorted(by_route.items()):
+        ts = np.concatenate([p[0] for p in parts])
+        if not len(ts):
+            continue
+        values = np.concatenate([p[1] for p in parts])
+        order = np.argsort(ts, kind="stable")
+        stats = aggregate(ts[order], values[order], every * US_PER_S)
+        error_ts = np.concatenate([p[0] for p in parts if p[2]] or [np.array([], dtype=np.int64)])
+        errors = pd.Series(error_ts // (every * US_PER_S)).value_counts()
+        bucket_ids = (stats["bucket"].astype("int64") // 1000 // (every * US_PER_S)) if len(stats) else []
+        stats["errors"] = [int(errors.get(b, 0)) for b in bucket_ids]
+        frames.append(pd.DataFrame({
+            "route": name, "bucket": stats["bucket"], "requests": stats["count"],
+            "throughput": stats["count"] / every, "p50": stats["p50"], "p95": stats["p95"], "p99": stats["p99"],
+            "errors": stats["errors"], "error_rate": stats["errors"] / stats["count"],
+        }))
+    return _concat(frames, {"route": str, "bucket": "datetime64[us, UTC]", "requests": int, "throughput": float,
+                            "p50": float, "p95": float, "p99": float, "errors": int, "error_rate": float})
+
+
+# -- drift ----------------------------------------------------------------------------------
+
+
+#: The reference of a drift chart: the first ``REFERENCE_SHARE`` of the range
+#: (at least one window); every later window is compared to it.
+REFERENCE_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class DriftPoint:
+    feature: str
+    window: datetime
+    score: float
+    threshold: float
+    method: str
+    count: int
+
+
+def drift_split(start: float, end: float) -> float:
+    """Where the reference part of ``[start, end)`` ends."""
+    return start + (end - start) * REFERENCE_SHARE
+
+
+def drift_over_time(store: Store, model: str, features: Sequence[str], start: float, end: float) -> pd.DataFrame:
+    """Drift score of each window after the reference, per feature: columns
+    ``feature``, ``window``, ``score``, ``threshold``, ``drifted``, ``method``, ``count``."""
+    split = drift_split(start, end)
+    rows = []
+    for feature in features:
+        windows = store._sketches.read_by_window(model, feature, _dt(start), _dt(end))
+        reference = DistributionSketch.merged(s for w, s in windows if w.timestamp() < split)
+        if reference.count == 0:
+            continue
+        for window, sketch in windows:
+            if window.timestamp() < split or sketch.count == 0:
+                continue
+            result = drift_score(reference, sketch)
+            if result is None:
+                continue
+            method, score, threshold = result
+            rows.append({"feature": feature, "window": window, "score": score, "threshold": threshold,
+                         "drifted": score > threshold, "method": method, "count": sketch.count})
+    frame = pd.DataFrame(rows, columns=["feature", "window", "score", "threshold", "drifted", "method", "count"])
+    frame["window"] = pd.to_datetime(frame["window"], utc=True)
+    return frame
+
+
+@dataclass(frozen=True)
+class DistributionComparison:
+    """Reference and current distributions of one feature on shared bins:
+    ``labels`` (bin centres or categories), and the share of values in each."""
+
+    feature: str
+    kind: str
+    labels: tuple[Any, ...]
+    reference: tuple[float, ...]
+    current: tuple[float, ...]
+    reference_count: int
+    current_count: int
+    score: float | None = None
+    threshold: float | None = None
+    method: str | None = None
+    edges: tuple[float, ...] = field(default=())
+
+
+def compare_distributions(store: Store, model: str, feature: str, start: float, end: float,
+                          bins: int = 30) -> DistributionComparison:
+    """The reference part of the range against the rest, for one feature."""
+    split = drift_split(start, end)
+    reference = store.read_sketch(model, feature, _dt(start), _dt(split))
+    current = store.read_sketch(model, feature, _dt(split), _dt(end))
+    result = drift_score(reference, current) if reference.count and current.count else None
+    method, score, threshold = result if result else (None, None, None)
+    kind = reference.kind if reference.kind != "empty" else current.kind
+    if kind == "numeric":
+        lows = [s.numeric.min for s in (reference, current) if s.numeric.count]
+        highs = [s.numeric.max for s in (reference, current) if s.numeric.count]
+        low, high = min(lows), max(highs)
+        if high <= low:
+            high = low + 1.0
+        edges = np.linspace(low, high, bins + 1)
+        edges[-1] = np.nextafter(high, math.inf)
+        ref_counts = reference.numeric.histogram(edges) if reference.numeric.count else np.zeros(bins)
+        cur_counts = current.numeric.histogram(edges) if current.numeric.count else np.zeros(bins)
+        centres = (edges[:-1] + edges[1:]) / 2
+        return DistributionComparison(feature, kind, tuple(centres.tolist()), _shares(ref_counts), _shares(cur_counts),
+                                      reference.count, current.count, score, threshold, method, tuple(edges.tolist()))
+    ref_freq = reference.categorical.frequencies()
+    cur_freq = current.categorical.frequencies()
+    labels = list(dict.fromkeys([*ref_freq, *cur_freq]))
+    return DistributionComparison(feature, kind, tuple(labels), tuple(ref_freq.get(k, 0.0) for k in labels),
+                                  tuple(cur_freq.get(k, 0.0) for k in labels), reference.count, current.count,
+                                  score, threshold, method)
+
+
+def _shares(counts: np.ndarray) -> tuple[float, ...]:
+    total = float(np.sum(counts))
+    return tuple((np.asarray(counts, dtype=float) / total).tolist()) if total else tuple(0.0 for _ in counts)
+
+
+PSI_THRESHOLD = 0.2
+_EPS = 1e-4
+
+
+def drift_score(reference: DistributionSketch, current: DistributionSketch) -> tuple[str, float, float] | None:
+    """(method, score, threshold) of ``current`` against ``reference``; None
+    when either is empty."""
+    if reference.kind == "numeric" and current.numeric.count:
+        inner = np.unique(reference.numeric.quantiles(np.linspace(0.1, 0.9, 9)))
+        ref = np.diff(np.r_[0.0, np.atleast_1d(reference.numeric.cdf(inner)), 1.0])
+        cur = np.diff(np.r_[0.0, np.atleast_1d(current.numeric.cdf(inner)), 1.0])
+        return "psi", _psi(ref, cur), PSI_THRESHOLD
+    if reference.kind == "categorical" and current.categorical.count:
+        ref_freq, cur_freq = reference.categorical.frequencies(), current.categorical.frequencies()
+        keys = sorted(set(ref_freq) | set(cur_freq))
+        return "psi", _psi(np.array([ref_freq.get(k, 0.0) for k in keys]), np.array([cur_freq.get(k, 0.0) for k in keys])), PSI_THRESHOLD
+    return None
+
+
+def _psi(reference: np.ndarray, current: np.ndarray) -> float:
+    ref = np.clip(reference, _EPS, None)
+    cur = np.clip(current, _EPS, None)
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+# -- overview ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PipelineSummary:
+    pipeline: str
+    tasks: int
+    attempts: int
+    failures: int
+    retries: int
+    p95_duration_s: float | None
+    last_run: datetime | None
+    sparkline: tuple[float, ...]
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / self.attempts if self.attempts else 0.0
+
+
+def pipeline_summaries(store: Store, start: float, end: float) -> list[PipelineSummary]:
+    """Key figures per pipeline over the range, with a sparkline of the mean
+    task duration per bucket."""
+    every = bucket_width(start, end)
+    found = []
+    for pipeline in pipelines(store):
+        runs = store.read_task_runs(pipeline, start=_dt(start), end=_dt(end), limit=MAX_TASK_RUNS)
+        names = tasks_of(store, pipeline)
+        bands = task_duration_bands(store, pipeline, names, start, end, every)
+        durations = [r.duration_s for r in runs if r.duration_s is not None]
+        spark = bands.groupby("bucket")["mean"].mean().tolist() if len(bands) else []
+        found.append(PipelineSummary(
+            pipeline=pipeline, tasks=len(names), attempts=len(runs),
+            failures=sum(r.status == "failure" for r in runs), retries=sum(r.status == "retry" for r in runs),
+            p95_duration_s=float(np.percentile(durations, 95)) if durations else None,
+            last_run=max((r.time for r in runs), default=None), sparkline=tuple(spark),
+        ))
+    return found
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    model: str
+    kind: str  # "serving" or "training"
+    figure: str
+    value: float | None
+    sparkline: tuple[float, ...]
+    detail: str = ""
+
+
+def model_summaries(store: Store, start: float, end: float) -> list[ModelSummary]:
+    """Serving models (p95 latency, requests, error rate) and training runs
+    (their latest run's status) over the range."""
+    found = []
+    for model in served_models(store):
+        stats = serving_stats(store, model, None, start, end)
+        if not len(stats):
+            found.append(ModelSummary(model, "serving", "p95 latency (s)", None, ()))
+            continue
+        per_bucket = stats.groupby("bucket").agg(requests=("requests", "sum"), errors=("errors", "sum"),
+                                                 p95=("p95", "max"))
+        requests = int(per_bucket["requests"].sum())
+        errors = int(per_bucket["errors"].sum())
+        found.append(ModelSummary(model, "serving", "p95 latency (s)", float(per_bucket["p95"].iloc[-1]),
+                                  tuple(per_bucket["p95"].tolist()),
+                                  f"{requests} requests, {errors / requests:.1%} errors" if requests else ""))
+    runs = store.read_training_runs(start=_dt(start), end=_dt(end), limit=MAX_TASK_RUNS)
+    by_name: dict[str, list] = defaultdict(list)
+    for run in runs:
+        by_name[run.name].append(run)
+    for name, group in sorted(by_name.items()):
+        latest = group[0]
+        metric_name, metric_value = next(iter(sorted(latest.metrics.items())), (None, None))
+        history = [r.metrics.get(metric_name) for r in reversed(group)] if metric_name else []
+        found.append(ModelSummary(
+            name, "training", metric_name or "runs", metric_value if metric_name else float(len(group)),
+            tuple(v for v in history if isinstance(v, (int, float))),
+            f"{len(group)} runs, latest {latest.status}",
+        ))
+    return found
+
+
+def recent_failures(store: Store, start: float, end: float, limit: int = 20) -> pd.DataFrame:
+    """The newest failed attempts of every pipeline."""
+    runs = store.read_task_runs(start=_dt(start), end=_dt(end), limit=MAX_TASK_RUNS)
+    failed = [r for r in runs if r.status == "failure"][:limit]
+    frame = runs_frame(failed)
+    return frame[["started_at", "pipeline", "task", "run_id", "attempt", "error_type", "error_message", "error_location"]]
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """When the newest data of each kind arrived (None: never)."""
+
+    points: datetime | None
+    tasks: datetime | None
+    training: datetime | None
+    sketches: datetime | None
+
+    @property
+    def newest(self) -> datetime | None:
+        times = [t for t in (self.points, self.tasks, self.training, self.sketches) if t is not None]
+        return max(times, default=None)
+
+
+def freshness(store: Store, max_series: int = 200) -> Freshness:
+    """The newest point, task run, training run and sketch window. Points: the
+    newest point of the series whose last day with data is the latest day
+    (at most ``max_series`` of them are read)."""
+    latest_day, candidates = None, []
+    for series in store.find_series():
+        days = store.series_days(series.metric, series.tags)
+        if not days:
+            continue
+        if latest_day is None or days[-1] > latest_day:
+            latest_day, candidates = days[-1], [series]
+        elif days[-1] == latest_day:
+            candidates.append(series)
+    newest_point = None
+    for series in candidates[:max_series]:
+        ts, _, _ = store.read_arrays(series.metric, series.tags, start=_dt(latest_day * 86400))
+        if len(ts) and (newest_point is None or ts[-1] > newest_point):
+            newest_point = int(ts[-1])
+    newest_task = next(iter(store.read_task_runs(limit=1)), None)
+    newest_run = next(iter(store.read_training_runs(limit=1)), None)
+    newest_window = None
+    for model, feature in store.list_sketched_features()[:max_series]:
+        days = store._sketches.days(model, feature)
+        if days:
+            windows = store._sketches.read_by_window(model, feature, start=_dt(days[-1] * 86400))
+            if windows and (newest_window is None or windows[-1][0] > newest_window):
+                newest_window = windows[-1][0]
+    return Freshness(
+        points=_dt(newest_point / US_PER_S) if newest_point is not None else None,
+        tasks=newest_task.time if newest_task else None,
+        training=(newest_run.ended_at or newest_run.started_at) if newest_run else None,
+        sketches=newest_window,
+    )
+
+
+# -- store ------------------------------------------------------------------------------------
+
+
+def store_info(store: Store) -> dict[str, Any]:
+    return store.info()
+
+
+def store_hotspots(store: Store) -> dict[str, Any]:
+    return store.hotspots()
+
+
+def tables_frame(info: dict[str, Any]) -> pd.DataFrame:
+    """One row per table family: rows, splits, max versions and retention."""
+    rows = []
+    for table in info["tables"]:
+        for family, policy in table["families"].items():
+            rows.append({"table": table["name"], "family": family,
+                         "rows": table["rows"] if table["rows_exact"] else f">={table['rows']}",
+                         "splits": table["splits"], "max_versions": policy["max_versions"] or "all",
+                         "retention": _format_age(policy["max_age_s"])})
+    return pd.DataFrame(rows, columns=["table", "family", "rows", "splits", "max_versions", "retention"])
+
+
+def series_counts(store: Store) -> pd.DataFrame:
+    """Series per metric."""
+    counts = Counter(s.metric for s in store.find_series())
+    return pd.DataFrame(sorted(counts.items()), columns=["metric", "series"])
+
+
+def _concat(frames: list[pd.DataFrame], columns: dict[str, Any]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if frames:
+        return pd.concat(frames, ignore_index=True)
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
+
+
+# -- alerts -----------------------------------------------------------------------------------
+
+
+def firing_alerts(store: Store) -> pd.DataFrame | None:
+    """Firing alerts (None when the alert engine is not part of this installation)."""
+    try:
+        from tablewatch.alerts.state import AlertState
+    except ImportError:
+        return None
+    records = AlertState(store).alerts(states=["firing"])
+    return pd.DataFrame([{"rule": r.rule, "severity": r.severity, "summary": r.summary,
+                          "since": _dt(r.fired_at) if r.fired_at else None, "link": r.dashboard_path}
+                         for r in records], columns=["rule", "severity", "summary", "since", "link"])
