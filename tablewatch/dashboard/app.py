@@ -1,5 +1,5 @@
 """The dashboard's Streamlit entry point: ``streamlit run app.py -- --store URL``
-(``tablewatch dashboard`` does this). Each page is a script in ``pages/`` at its
+(``tablewatch dashboard`` does this). Each page is a script in ``views/`` at its
 own URL path: ``/``, ``/tasks``, ``/training``, ``/serving``, ``/drift``,
 ``/alerts``, ``/store``.
 """
@@ -14,7 +14,7 @@ import streamlit as st
 
 from tablewatch.dashboard import widgets
 
-PAGES_DIR = Path(__file__).parent / "pages"
+PAGES_DIR = Path(__file__).parent / "views"
 #: (script, title, URL path, icon)
 PAGES = (
     ("overview.py", "Overview", "", ":material/dashboard:"),

@@ -65,6 +65,8 @@ def retries_per_day(frame: pd.DataFrame) -> go.Figure:
         fig.add_trace(go.Bar(x=group["day"], y=group["retries"], name=task, marker_color=_colour(i),
                              customdata=group["calls"], hovertemplate="%{y:.0f} retries in %{customdata} calls"))
     fig.update_layout(barmode="stack")
+    if len(frame) and frame.groupby("day")["retries"].sum().max() <= 10:
+        fig.update_yaxes(dtick=1)
     return _layout(fig, "Retries per day, stacked by task", "retries")
 
 

@@ -39,14 +39,19 @@ SYSTEM_PREFIX = "system."
 #: :data:`TARGET_BUCKETS` buckets over the range is used.
 BUCKET_WIDTHS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400)
 TARGET_BUCKETS = 200
+#: Attempts per bucket a p50/p95 band aims for.
+POINTS_PER_BAND = 8
 US_PER_S = 1_000_000
 
 
-def bucket_width(start: float, end: float) -> int:
-    """Aggregation width (seconds) for a chart of ``[start, end)``."""
+def bucket_width(start: float, end: float, buckets: float = TARGET_BUCKETS) -> int:
+    """Aggregation width (seconds) for a chart of ``[start, end)``: the
+    narrowest of :data:`BUCKET_WIDTHS` giving at most ``buckets`` buckets
+    (capped at :data:`TARGET_BUCKETS`)."""
     span = max(end - start, 1.0)
+    buckets = max(1.0, min(buckets, TARGET_BUCKETS))
     for width in BUCKET_WIDTHS:
-        if span / width <= TARGET_BUCKETS:
+        if span / width <= buckets:
             return width
     return BUCKET_WIDTHS[-1]
 
@@ -120,11 +125,16 @@ def task_durations(store: Store, pipeline: str, tasks: Sequence[str], start: flo
 def task_duration_bands(store: Store, pipeline: str, tasks: Sequence[str], start: float, end: float,
                         every: int | None = None) -> pd.DataFrame:
     """Per task and time bucket: count, p50, p95, mean of the durations.
-    Columns ``task``, ``bucket``, ``count``, ``mean``, ``p50``, ``p95``."""
-    every = every or bucket_width(start, end)
+    Columns ``task``, ``bucket`` (the bucket's middle), ``count``, ``mean``, ``p50``, ``p95``. The
+    bucket width (unless given) is the narrowest of :data:`BUCKET_WIDTHS` that
+    fits the range in :data:`TARGET_BUCKETS` buckets and gives a task about
+    :data:`POINTS_PER_BAND` attempts per bucket, so that a band means something."""
     frames = []
     for task in tasks:
-        frame = store.aggregate(DURATION_METRIC, {"pipeline": pipeline, "task": task}, _dt(start), _dt(end), every=every)
+        ts, values, _ = store.read_arrays(DURATION_METRIC, {"pipeline": pipeline, "task": task}, _dt(start), _dt(end))
+        width = every or bucket_width(start, end, len(ts) / POINTS_PER_BAND)
+        frame = aggregate(ts, values, width * US_PER_S)
+        frame["bucket"] += pd.Timedelta(seconds=width / 2)  # drawn at the bucket's middle, among its attempts
         frames.append(frame.assign(task=task)[["task", "bucket", "count", "mean", "p50", "p95"]])
     return _concat(frames, {"task": str, "bucket": "datetime64[us, UTC]", "count": int, "mean": float,
                             "p50": float, "p95": float})
@@ -331,10 +341,9 @@ def serving_stats(store: Store, model: str, route: str | None, start: float, end
         values = np.concatenate([p[1] for p in parts])
         order = np.argsort(ts, kind="stable")
         stats = aggregate(ts[order], values[order], every * US_PER_S)
-        error_ts = np.concatenate([p[0] for p in parts if p[2]] or [np.array([], dtype=np.int64)])
-        errors = pd.Series(error_ts // (every * US_PER_S)).value_counts()
-        bucket_ids = (stats["bucket"].astype("int64") // 1000 // (every * US_PER_S)) if len(stats) else []
-        stats["errors"] = [int(errors.get(b, 0)) for b in bucket_ids]
+        error_ts = np.sort(np.concatenate([p[0] for p in parts if p[2]] or [np.array([], dtype=np.int64)]))
+        errors = aggregate(error_ts, np.zeros(len(error_ts)), every * US_PER_S).set_index("bucket")["count"]
+        stats["errors"] = stats["bucket"].map(errors).fillna(0).astype(int)
         frames.append(pd.DataFrame({
             "route": name, "bucket": stats["bucket"], "requests": stats["count"],
             "throughput": stats["count"] / every, "p50": stats["p50"], "p95": stats["p95"], "p99": stats["p99"],
@@ -365,6 +374,11 @@ class DriftPoint:
 def drift_split(start: float, end: float) -> float:
     """Where the reference part of ``[start, end)`` ends."""
     return start + (end - start) * REFERENCE_SHARE
+
+
+def current_start(start: float, end: float) -> float:
+    """Where the current part of ``[start, end)`` (compared to the reference) begins."""
+    return end - (end - start) * REFERENCE_SHARE
 
 
 def drift_over_time(store: Store, model: str, features: Sequence[str], start: float, end: float) -> pd.DataFrame:
@@ -411,10 +425,10 @@ class DistributionComparison:
 
 def compare_distributions(store: Store, model: str, feature: str, start: float, end: float,
                           bins: int = 30) -> DistributionComparison:
-    """The reference part of the range against the rest, for one feature."""
-    split = drift_split(start, end)
-    reference = store.read_sketch(model, feature, _dt(start), _dt(split))
-    current = store.read_sketch(model, feature, _dt(split), _dt(end))
+    """The reference part of the range (its first :data:`REFERENCE_SHARE`)
+    against the current part (its last :data:`REFERENCE_SHARE`), for one feature."""
+    reference = store.read_sketch(model, feature, _dt(start), _dt(drift_split(start, end)))
+    current = store.read_sketch(model, feature, _dt(current_start(start, end)), _dt(end))
     result = drift_score(reference, current) if reference.count and current.count else None
     method, score, threshold = result if result else (None, None, None)
     kind = reference.kind if reference.kind != "empty" else current.kind

@@ -83,9 +83,29 @@ def now() -> float:
 # -- the selection, kept in the URL --------------------------------------------------------
 
 
+LAST_PARAMS_KEY = "tablewatch.last_params"
+GENERATION_KEY = "tablewatch.widget_generation"
+
+
+def _url_params() -> dict[str, str]:
+    return {name: ",".join(st.query_params.get_all(name)) for name in st.query_params.keys()}
+
+
+def widget_key(name: str) -> str:
+    """The key of a widget that shows part of the selection. It changes when
+    the URL changed under the page (a link opened, back/forward), so that the
+    widget starts again from the URL instead of keeping its old state."""
+    return f"{name}@{st.session_state.get(GENERATION_KEY, 0)}"
+
+
 def selection() -> Selection:
     """The selection from the URL's query parameters; a bad parameter is shown
     as an error and left out."""
+    current = _url_params()
+    last = st.session_state.get(LAST_PARAMS_KEY)
+    if last is not None and last != current:
+        st.session_state[GENERATION_KEY] = st.session_state.get(GENERATION_KEY, 0) + 1
+    st.session_state[LAST_PARAMS_KEY] = current
     raw = {name: st.query_params.get_all(name) for name in st.query_params.keys()}
     try:
         return parse_params(raw)
@@ -103,9 +123,9 @@ def selection() -> Selection:
 def keep_in_url(sel: Selection) -> None:
     """Write the selection to the URL (only when it changed: writing is not free)."""
     params = sel.to_params()
-    current = {name: ",".join(st.query_params.get_all(name)) for name in st.query_params.keys()}
-    if current != params:
+    if _url_params() != params:
         st.query_params.from_dict(params)
+    st.session_state[LAST_PARAMS_KEY] = params
 
 
 def time_range(sel: Selection) -> Selection:
@@ -114,12 +134,12 @@ def time_range(sel: Selection) -> Selection:
     custom = sel.start is not None or sel.end is not None
     options = [*RANGES, CUSTOM]
     choice = st.sidebar.selectbox("Time range", options, index=options.index(CUSTOM if custom else sel.range),
-                                  key="time_range")
+                                  key=widget_key("time_range"))
     if choice != CUSTOM:
         return sel.with_(range=choice, start=None, end=None)
     start, end = sel.window(now())
-    start_text = st.sidebar.text_input("Start (UTC)", format_time(start), key="time_start")
-    end_text = st.sidebar.text_input("End (UTC)", format_time(end), key="time_end")
+    start_text = st.sidebar.text_input("Start (UTC)", format_time(start), key=widget_key("time_start"))
+    end_text = st.sidebar.text_input("End (UTC)", format_time(end), key=widget_key("time_end"))
     try:
         start, end = parse_time(start_text, "start"), parse_time(end_text, "end")
     except ValidationError as error:
@@ -144,7 +164,7 @@ def pick(label: str, options: Sequence[str], current: str | None, key: str,
     if not choices:
         return None
     index = choices.index(current) if current in choices else 0
-    chosen = st.selectbox(label, choices, index=index, key=key)
+    chosen = st.selectbox(label, choices, index=index, key=widget_key(key))
     return None if all_label and chosen == all_label else chosen
 
 
@@ -155,7 +175,7 @@ def empty_state(what: str = "") -> None:
     st.markdown(HOW_TO_SEND.format(url=store_url()))
 
 
-def run_page(title: str, body: Callable[[Selection, float, float], None], *, key: str) -> None:
+def run_page(title: str, body: Callable[[Selection, float, float], None]) -> None:
     """Common frame of a page: title, time range and auto-refresh in the
     sidebar, the empty state when the store has no data, then ``body(selection,
     start, end)`` in a fragment that reruns every refresh interval."""

@@ -7,7 +7,7 @@ import streamlit as st
 
 from tablewatch.dashboard import charts, queries
 from tablewatch.dashboard.selection import Selection
-from tablewatch.dashboard.widgets import empty_state, keep_in_url, pick, query, run_page
+from tablewatch.dashboard.widgets import empty_state, keep_in_url, pick, query, run_page, widget_key
 
 MAX_DEFAULT_RUNS = 5
 
@@ -26,7 +26,7 @@ def body(sel: Selection, start: float, end: float) -> None:
     by_id = {run.run_id: run for run in runs}
     default = [r for r in sel.runs if r in by_id] or list(by_id)[:MAX_DEFAULT_RUNS]
     with right:
-        chosen = st.multiselect("Runs", list(by_id), default=default, key="training.runs",
+        chosen = st.multiselect("Runs", list(by_id), default=default, key=widget_key("training.runs"),
                                 format_func=lambda r: f"{r} ({by_id[r].started_at:%m-%d %H:%M}, {by_id[r].status})")
     keep_in_url(sel.with_(model=name, runs=tuple(chosen)))
     if not chosen:
@@ -56,4 +56,4 @@ def _curves(metrics: list[str], runs: tuple[str, ...], build, key: str) -> None:
             st.plotly_chart(build(frame, metric), key=f"{key}.{metric}", width="stretch")
 
 
-run_page("Training", body, key="training")
+run_page("Training", body)

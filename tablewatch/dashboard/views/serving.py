@@ -42,4 +42,4 @@ def body(sel: Selection, start: float, end: float) -> None:
                         key="chart.error_rate", width="stretch")
 
 
-run_page("Serving", body, key="serving")
+run_page("Serving", body)

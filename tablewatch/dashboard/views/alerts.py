@@ -18,4 +18,4 @@ def body(sel: Selection, start: float, end: float) -> None:
         return
 
 
-run_page("Alerts", body, key="alerts")
+run_page("Alerts", body)

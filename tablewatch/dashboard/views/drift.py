@@ -25,9 +25,10 @@ def body(sel: Selection, start: float, end: float) -> None:
     with right:
         feature = pick("Feature", features, sel.feature, key="drift.feature")
     keep_in_url(sel.with_(model=model, feature=feature))
-    split = queries.drift_split(start, end)
-    st.caption(f"Reference: {_time(start)} to {_time(split)} (the first {queries.REFERENCE_SHARE:.0%} of the range); "
-               "each later window is compared to it.")
+    st.caption(f"Reference: {_time(start)} to {_time(queries.drift_split(start, end))} (the first "
+               f"{queries.REFERENCE_SHARE:.0%} of the range). The score of each later window compares it to the "
+               f"reference; the distributions below compare the reference to the last {queries.REFERENCE_SHARE:.0%} "
+               f"(from {_time(queries.current_start(start, end))}).")
     scores = query("drift_over_time", model, tuple(features), start, end)
     if len(scores):
         st.plotly_chart(charts.drift_scores(scores), key="chart.drift_scores", width="stretch")
@@ -46,4 +47,4 @@ def _time(seconds: float) -> str:
     return f"{datetime.fromtimestamp(seconds, tz=timezone.utc):%Y-%m-%d %H:%M} UTC"
 
 
-run_page("Drift", body, key="drift")
+run_page("Drift", body)

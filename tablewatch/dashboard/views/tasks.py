@@ -7,7 +7,7 @@ import streamlit as st
 
 from tablewatch.dashboard import charts, queries
 from tablewatch.dashboard.selection import Selection
-from tablewatch.dashboard.widgets import empty_state, keep_in_url, pick, query, run_page
+from tablewatch.dashboard.widgets import empty_state, keep_in_url, pick, query, run_page, widget_key
 
 ALL_TASKS = "(all tasks)"
 
@@ -31,7 +31,7 @@ def body(sel: Selection, start: float, end: float) -> None:
         labels = {r.run_id: r.label for r in pipeline_runs}
         current_run = sel.runs[0] if sel.runs else None
         run_id = (st.selectbox("Pipeline run (Gantt)", run_ids, index=run_ids.index(current_run) if current_run in run_ids else 0,
-                               format_func=labels.get, key="tasks.run") if run_ids else None)
+                               format_func=labels.get, key=widget_key("tasks.run")) if run_ids else None)
     keep_in_url(sel.with_(pipeline=pipeline, task=task, runs=(run_id,) if run_id else ()))
 
     points = query("task_durations", pipeline, tuple(tasks), start, end)
@@ -59,4 +59,4 @@ def body(sel: Selection, start: float, end: float) -> None:
         st.caption("No failed attempts in this time range.")
 
 
-run_page("Tasks", body, key="tasks")
+run_page("Tasks", body)

@@ -80,4 +80,4 @@ def _ago(when: datetime | None, now: float) -> str:
     return f"{seconds:.0f} s ago"
 
 
-run_page("Overview", body, key="overview")
+run_page("Overview", body)

@@ -27,4 +27,4 @@ def body(sel: Selection, start: float, end: float) -> None:
     st.dataframe(query("series_counts"), hide_index=True, width="stretch", key="table.series")
 
 
-run_page("Store", body, key="store")
+run_page("Store", body)

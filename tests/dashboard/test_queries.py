@@ -1,0 +1,160 @@
+"""The dashboard's queries on a store filled through the Store API and the collectors."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tablewatch import open_store
+from tablewatch.dashboard import queries
+from tests.dashboard.sample_data import DAY, FEATURES, HOUR, MODEL, PIPELINE, ROUTES, RUNS, TASKS
+
+
+@pytest.fixture
+def now(sample):
+    return sample[1].now
+
+
+def test_pickers_come_from_the_series_index(sample_store):
+    assert queries.pipelines(sample_store) == ["hourly-features", PIPELINE]
+    assert queries.tasks_of(sample_store, PIPELINE) == sorted(TASKS)
+    assert queries.training_names(sample_store) == [MODEL, "ranker-online"]
+    assert queries.served_models(sample_store) == [MODEL]
+    assert queries.routes_of(sample_store, MODEL) == sorted(ROUTES)
+    assert queries.sketched_models(sample_store) == [MODEL, "ranker-online"]
+    assert queries.sketched_features(sample_store, MODEL) == sorted(FEATURES)
+
+
+def test_task_durations_per_task_and_bands(sample_store, now):
+    points = queries.task_durations(sample_store, PIPELINE, TASKS, now - 8 * DAY, now + 1)
+    counts = points.groupby("task").size().to_dict()
+    assert counts == {"extract": 28, "transform": 28 + 6, "load": 28}  # transform retried 6 times
+    bands = queries.task_duration_bands(sample_store, PIPELINE, ["extract"], now - 8 * DAY, now + 1)
+    assert (bands["p95"] >= bands["p50"]).all()
+    early = bands[bands["bucket"] < pd.Timestamp(now - 3 * DAY, unit="s", tz="UTC")]["p50"]
+    late = bands[bands["bucket"] > pd.Timestamp(now - 1.5 * DAY, unit="s", tz="UTC")]["p50"]
+    assert early.max() < 26 and late.min() > 30  # extract got twice as slow in the last two days
+
+
+def test_downsampled_points_are_capped_and_keep_spikes(sample_store):
+    curves = queries.training_curves(sample_store, "train.loss", RUNS, max_points=200)
+    assert set(curves["run"]) == set(RUNS)
+    for run, group in curves.groupby("run"):
+        assert len(group) <= 200
+        assert group["value"].max() > 1.5  # the spike at step 1500
+        assert group["step"].is_monotonic_increasing
+    full = queries.training_curves(sample_store, "train.loss", RUNS[:1], max_points=10_000)
+    assert len(full) == 3000
+
+
+def test_retries_failures_gantt_and_failed_attempts(sample_store, now):
+    start, end = now - 8 * DAY, now + 1
+    retries = queries.retries_per_day(sample_store, PIPELINE, TASKS, start, end)
+    assert retries.groupby("task")["retries"].sum().to_dict() == {"extract": 0, "load": 0, "transform": 6}
+    runs = queries.task_runs(sample_store, PIPELINE, None, start, end)
+    rates = queries.failure_rates(runs)
+    assert rates.groupby("task")["failed"].sum().to_dict() == {"extract": 0, "load": 2, "transform": 6}
+    assert ((rates["failure_rate"] >= 0) & (rates["failure_rate"] <= 1)).all()
+    pipeline_runs = queries.pipeline_runs(runs)
+    assert len(pipeline_runs) == 28
+    assert pipeline_runs[0].started_at > pipeline_runs[-1].started_at
+    retried = next(r for r in pipeline_runs if r.attempts == 4)
+    gantt = queries.gantt_frame(runs, retried.run_id)
+    assert gantt["task"].tolist() == ["extract", "transform", "transform", "load"]
+    assert gantt["status"].tolist() == ["success", "retry", "success", "success"]
+    assert (gantt["end"] > gantt["start"]).all()
+    failed = queries.failed_attempts(runs)
+    assert set(failed["error_location"]) == {"etl/transform.py:42", "etl/load.py:88"}
+    assert set(failed.loc[failed["status"] == "failure", "error_type"]) == {"KeyError"}
+
+
+def test_training_runs_compared_side_by_side(sample_store):
+    runs = queries.training_runs(sample_store, MODEL)
+    assert [r.run_id for r in runs] == list(reversed(RUNS))
+    table = queries.compare_runs(runs)
+    assert list(table.columns) == list(reversed(RUNS))
+    assert table.loc["param.lr"].tolist() == ["0.001", "0.01", "0.1"]
+    assert "metric.val.auc" in table.index
+    assert queries.run_metrics(sample_store, RUNS) == ["train.loss", "val.auc"]
+    assert queries.system_metrics(sample_store, RUNS) == ["system.cpu_percent"]
+
+
+def test_serving_latency_throughput_and_errors(sample_store, now):
+    stats = queries.serving_stats(sample_store, MODEL, None, now - DAY, now + 1, every=HOUR)
+    assert set(stats["route"]) == set(ROUTES)
+    assert stats.groupby("route")["requests"].sum().to_dict() == {ROUTES[0]: 4000, ROUTES[1]: 2000}
+    assert (stats["p50"] <= stats["p95"]).all() and (stats["p95"] <= stats["p99"]).all()
+    recent = stats[stats["bucket"] >= pd.Timestamp(now - 3 * HOUR, unit="s", tz="UTC")]
+    older = stats[stats["bucket"] < pd.Timestamp(now - 5 * HOUR, unit="s", tz="UTC")]
+    assert recent["errors"].sum() / recent["requests"].sum() > 2 * older["errors"].sum() / older["requests"].sum()
+    one = queries.serving_stats(sample_store, MODEL, ROUTES[1], now - DAY, now + 1, every=HOUR)
+    assert set(one["route"]) == {ROUTES[1]}
+    assert np.isclose(one["throughput"].sum() * HOUR, 2000)
+
+
+def test_drift_scores_find_the_shifted_features(sample_store, now):
+    start, end = now - DAY, now + 1
+    scores = queries.drift_over_time(sample_store, MODEL, FEATURES, start, end)
+    assert set(scores["feature"]) == set(FEATURES)
+    last = scores.sort_values("window").groupby("feature").tail(3)
+    drifted = last.groupby("feature")["drifted"].all().to_dict()
+    assert drifted == {"age": True, "country": True, "income": False}
+    before_shift = scores[scores["window"] < pd.Timestamp(now - 9 * HOUR, unit="s", tz="UTC")]
+    assert not before_shift["drifted"].any()
+
+
+def test_reference_and_current_distributions(sample_store, now):
+    start, end = now - DAY, now + 1
+    age = queries.compare_distributions(sample_store, MODEL, "age", start, end)
+    assert age.kind == "numeric" and len(age.labels) == 30
+    assert np.isclose(sum(age.reference), 1) and np.isclose(sum(age.current), 1)
+    centre = lambda shares: float(np.dot(age.labels, shares))  # noqa: E731
+    assert 37 < centre(age.reference) < 43 and centre(age.current) > centre(age.reference) + 2
+    assert age.score > age.threshold
+    country = queries.compare_distributions(sample_store, MODEL, "country", start, end)
+    assert country.kind == "categorical"
+    assert dict(zip(country.labels, country.reference)).get("br", 0) == 0
+    assert dict(zip(country.labels, country.current))["br"] > 0.1
+
+
+def test_overview_figures(sample_store, now):
+    start, end = now - 8 * DAY, now + 1
+    etl = next(p for p in queries.pipeline_summaries(sample_store, start, end) if p.pipeline == PIPELINE)
+    assert (etl.tasks, etl.attempts, etl.failures, etl.retries) == (3, 90, 2, 6)
+    assert etl.sparkline and etl.p95_duration_s > 30
+    models = {(m.model, m.kind): m for m in queries.model_summaries(sample_store, start, end)}
+    assert models[(MODEL, "serving")].value > 0 and "6000 requests" in models[(MODEL, "serving")].detail
+    assert models[(MODEL, "training")].figure == "train.loss"
+    failures = queries.recent_failures(sample_store, start, end)
+    assert failures["error_type"].tolist() == ["KeyError", "KeyError"]
+    fresh = queries.freshness(sample_store)
+    assert fresh.points is not None and abs(fresh.newest.timestamp() - now) < HOUR
+    assert fresh.training is not None and fresh.tasks is not None and fresh.sketches is not None
+
+
+def test_store_figures(sample_store):
+    info = queries.store_info(sample_store)
+    tables = queries.tables_frame(info)
+    assert {"tw_points", "tw_series", "tw_tasks"} <= set(tables["table"])
+    hot = queries.store_hotspots(sample_store)
+    assert sum(hot["points"]) > 10_000 and hot["skew"] >= 1
+    counts = queries.series_counts(sample_store).set_index("metric")["series"]
+    assert counts["task.duration_s"] == 4 and counts["serve.latency_s"] == 4
+
+
+def test_an_empty_store_has_no_data(tmp_path):
+    with open_store(f"sqlite:///{tmp_path}/tw.db", retention_s={"points": 7 * DAY}) as store:
+        tables = queries.tables_frame(queries.store_info(store))
+        assert tables.loc[tables["table"] == "tw_points", "retention"].tolist() == ["7d"]
+        assert not queries.has_any_data(store)
+        assert queries.pipelines(store) == [] and queries.sketched_models(store) == []
+        assert queries.freshness(store).newest is None
+        assert len(queries.task_durations(store, "p", ["t"], 0, 1e9)) == 0
+        assert len(queries.serving_stats(store, "m", None, 0, 1e9)) == 0
+        assert queries.firing_alerts(store) is None or len(queries.firing_alerts(store)) == 0
+
+
+def test_bucket_width_fits_the_range():
+    assert queries.bucket_width(0, HOUR) == 60
+    assert queries.bucket_width(0, DAY) == 900
+    assert queries.bucket_width(0, 30 * DAY) == 6 * HOUR
+    assert queries.bucket_width(0, 7 * DAY, buckets=28 / 8) == DAY
