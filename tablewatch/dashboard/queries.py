@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from tablewatch.cli import _format_age
-from tablewatch.store.downsample import aggregate
+from tablewatch.store.downsample import aggregate, minmax_indices
 from tablewatch.store.sketches import PREDICTION, DistributionSketch
 
 if TYPE_CHECKING:
@@ -111,33 +111,31 @@ def has_any_data(store: Store) -> bool:
 
 
 def task_durations(store: Store, pipeline: str, tasks: Sequence[str], start: float, end: float,
-                   max_points: int = MAX_POINTS_PER_TRACE) -> pd.DataFrame:
-    """Durations of each task's attempts (``task.duration_s``), downsampled per
-    task: columns ``task``, ``ts``, ``value``."""
-    frames = []
-    for task in tasks:
-        frame = store.read_points(DURATION_METRIC, {"pipeline": pipeline, "task": task}, _dt(start), _dt(end),
-                                  max_points=max_points)
-        frames.append(frame.assign(task=task)[["task", "ts", "value"]])
-    return _concat(frames, {"task": str, "ts": "datetime64[us, UTC]", "value": float})
+                   max_points: int = MAX_POINTS_PER_TRACE, every: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Durations of each task's attempts (``task.duration_s``), read once per task:
 
-
-def task_duration_bands(store: Store, pipeline: str, tasks: Sequence[str], start: float, end: float,
-                        every: int | None = None) -> pd.DataFrame:
-    """Per task and time bucket: count, p50, p95, mean of the durations.
-    Columns ``task``, ``bucket`` (the bucket's middle), ``count``, ``mean``, ``p50``, ``p95``. The
-    bucket width (unless given) is the narrowest of :data:`BUCKET_WIDTHS` that
-    fits the range in :data:`TARGET_BUCKETS` buckets and gives a task about
-    :data:`POINTS_PER_BAND` attempts per bucket, so that a band means something."""
-    frames = []
+    - the points, downsampled per task to ``max_points`` (min/max per bucket,
+      spikes kept): columns ``task``, ``ts``, ``value``;
+    - bands per task and time bucket: columns ``task``, ``bucket`` (the
+      bucket's middle), ``count``, ``mean``, ``p50``, ``p95``. The bucket width
+      (unless ``every`` is given) is the narrowest of :data:`BUCKET_WIDTHS` that
+      fits the range in :data:`TARGET_BUCKETS` buckets and gives a task about
+      :data:`POINTS_PER_BAND` attempts per bucket, so that a band means something.
+    """
+    point_frames, band_frames = [], []
     for task in tasks:
         ts, values, _ = store.read_arrays(DURATION_METRIC, {"pipeline": pipeline, "task": task}, _dt(start), _dt(end))
+        keep = minmax_indices(ts, values, max_points)
+        point_frames.append(pd.DataFrame({"task": task, "ts": pd.to_datetime(ts[keep], unit="us", utc=True),
+                                          "value": values[keep]}))
         width = every or bucket_width(start, end, len(ts) / POINTS_PER_BAND)
-        frame = aggregate(ts, values, width * US_PER_S)
-        frame["bucket"] += pd.Timedelta(seconds=width / 2)  # drawn at the bucket's middle, among its attempts
-        frames.append(frame.assign(task=task)[["task", "bucket", "count", "mean", "p50", "p95"]])
-    return _concat(frames, {"task": str, "bucket": "datetime64[us, UTC]", "count": int, "mean": float,
-                            "p50": float, "p95": float})
+        bands = aggregate(ts, values, width * US_PER_S)
+        bands["bucket"] += pd.Timedelta(seconds=width / 2)  # drawn at the bucket's middle, among its attempts
+        band_frames.append(bands.assign(task=task)[["task", "bucket", "count", "mean", "p50", "p95"]])
+    points = _concat(point_frames, {"task": str, "ts": "datetime64[us, UTC]", "value": float})
+    bands = _concat(band_frames, {"task": str, "bucket": "datetime64[us, UTC]", "count": int, "mean": float,
+                                  "p50": float, "p95": float})
+    return points, bands
 
 
 def retries_per_day(store: Store, pipeline: str, tasks: Sequence[str], start: float, end: float) -> pd.DataFrame:
@@ -510,7 +508,7 @@ def pipeline_summaries(store: Store, start: float, end: float) -> list[PipelineS
     for pipeline in pipelines(store):
         runs = store.read_task_runs(pipeline, start=_dt(start), end=_dt(end), limit=MAX_TASK_RUNS)
         names = tasks_of(store, pipeline)
-        bands = task_duration_bands(store, pipeline, names, start, end, every)
+        _, bands = task_durations(store, pipeline, names, start, end, every=every)
         durations = [r.duration_s for r in runs if r.duration_s is not None]
         spark = bands.groupby("bucket")["mean"].mean().tolist() if len(bands) else []
         found.append(PipelineSummary(

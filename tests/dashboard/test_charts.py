@@ -13,8 +13,7 @@ def names(fig):
 def test_task_charts(sample_store, sample):
     now = sample[1].now
     start, end = now - 8 * DAY, now + 1
-    points = queries.task_durations(sample_store, PIPELINE, TASKS, start, end)
-    bands = queries.task_duration_bands(sample_store, PIPELINE, TASKS, start, end)
+    points, bands = queries.task_durations(sample_store, PIPELINE, TASKS, start, end)
     fig = charts.task_durations(points, bands)
     assert set(names(fig)) == {f"{t}{suffix}" for t in TASKS for suffix in ("", " p50", " p95")}
     dots = next(t for t in fig.data if t.name == "extract")

@@ -25,10 +25,10 @@ def test_pickers_come_from_the_series_index(sample_store):
 
 
 def test_task_durations_per_task_and_bands(sample_store, now):
-    points = queries.task_durations(sample_store, PIPELINE, TASKS, now - 8 * DAY, now + 1)
+    points, _ = queries.task_durations(sample_store, PIPELINE, TASKS, now - 8 * DAY, now + 1)
     counts = points.groupby("task").size().to_dict()
     assert counts == {"extract": 28, "transform": 28 + 6, "load": 28}  # transform retried 6 times
-    bands = queries.task_duration_bands(sample_store, PIPELINE, ["extract"], now - 8 * DAY, now + 1)
+    _, bands = queries.task_durations(sample_store, PIPELINE, ["extract"], now - 8 * DAY, now + 1)
     assert (bands["p95"] >= bands["p50"]).all()
     early = bands[bands["bucket"] < pd.Timestamp(now - 3 * DAY, unit="s", tz="UTC")]["p50"]
     late = bands[bands["bucket"] > pd.Timestamp(now - 1.5 * DAY, unit="s", tz="UTC")]["p50"]
@@ -148,7 +148,7 @@ def test_an_empty_store_has_no_data(tmp_path):
         assert not queries.has_any_data(store)
         assert queries.pipelines(store) == [] and queries.sketched_models(store) == []
         assert queries.freshness(store).newest is None
-        assert len(queries.task_durations(store, "p", ["t"], 0, 1e9)) == 0
+        assert all(len(frame) == 0 for frame in queries.task_durations(store, "p", ["t"], 0, 1e9))
         assert len(queries.serving_stats(store, "m", None, 0, 1e9)) == 0
         assert queries.firing_alerts(store) is None or len(queries.firing_alerts(store)) == 0
 
@@ -158,3 +158,11 @@ def test_bucket_width_fits_the_range():
     assert queries.bucket_width(0, DAY) == 900
     assert queries.bucket_width(0, 30 * DAY) == 6 * HOUR
     assert queries.bucket_width(0, 7 * DAY, buckets=28 / 8) == DAY
+
+
+def test_task_durations_are_downsampled_keeping_the_extremes(sample_store, now):
+    full, _ = queries.task_durations(sample_store, PIPELINE, ["transform"], now - 8 * DAY, now + 1)
+    small, bands = queries.task_durations(sample_store, PIPELINE, ["transform"], now - 8 * DAY, now + 1, max_points=10)
+    assert len(small) <= 10
+    assert small["value"].max() == full["value"].max() and small["value"].min() == full["value"].min()
+    assert bands["count"].sum() == len(full)  # bands are computed from every point

@@ -34,8 +34,7 @@ def body(sel: Selection, start: float, end: float) -> None:
                                format_func=labels.get, key=widget_key("tasks.run")) if run_ids else None)
     keep_in_url(sel.with_(pipeline=pipeline, task=task, runs=(run_id,) if run_id else ()))
 
-    points = query("task_durations", pipeline, tuple(tasks), start, end)
-    bands = query("task_duration_bands", pipeline, tuple(tasks), start, end)
+    points, bands = query("task_durations", pipeline, tuple(tasks), start, end)
     if not len(points) and not runs:
         st.info(f"No runs of {pipeline} {task or ''} in this time range: pick a longer one.")
         return
