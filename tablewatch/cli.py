@@ -163,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Thrift protocol; clients must use the same (default: binary)")
     hbase.set_defaults(handler=cmd_gateway_hbase_thrift)
 
+    from tablewatch.alerts import check as alerts_check
+
+    alerts = commands.add_parser("alerts", help="alert rules: check a rules file, run the rules")
+    alerts_commands = alerts.add_subparsers(dest="alerts_command", required=True, metavar="SUBCOMMAND")
+    alerts_check.add_commands(alerts_commands)
+
     from tablewatch.dashboard.command import add_commands as add_dashboard_commands
 
     add_dashboard_commands(commands, _port)

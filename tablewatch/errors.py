@@ -47,6 +47,17 @@ class MissingDependency(TablewatchError, ImportError):
     """A backend's optional driver package is not installed."""
 
 
+class RuleError(TablewatchError, ValueError):
+    """An invalid rules file. The message names the file, the line, the rule
+    and the field (one line per problem), e.g.
+    ``rules.yaml:14: rules[2] ('etl-slow').window: must be a duration like 30m, 1h, 7d (got 'abc')``;
+    ``problems`` holds the lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
 class ValidationError(TablewatchError, ValueError):
     """Bad input: ``field`` names what was wrong, ``value`` is what was given."""
 
