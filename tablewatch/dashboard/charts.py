@@ -145,12 +145,14 @@ def drift_scores(frame: pd.DataFrame) -> go.Figure:
         fig.add_trace(go.Scatter(x=group["window"], y=group["score"], name=feature, mode="lines+markers",
                                  line=dict(color=colour), marker=dict(size=[9 if d else 4 for d in group["drifted"]],
                                                                       symbol=["x" if d else "circle" for d in group["drifted"]]),
-                                 customdata=group[["method", "count"]],
-                                 hovertemplate="%{y:.3f} (%{customdata[0]}, %{customdata[1]} values)"))
+                                 customdata=group[["method", "count", "effect"]],
+                                 hovertemplate="%{y:.3f} (%{customdata[0]}, %{customdata[1]} values, "
+                                               "effect %{customdata[2]:.2f})"))
         fig.add_trace(go.Scatter(x=[group["window"].min(), group["window"].max()], y=[group["threshold"].iloc[0]] * 2,
                                  name=f"{feature} threshold", mode="lines", line=dict(color=colour, dash="dash", width=1),
                                  legendgroup=feature, showlegend=False, hoverinfo="skip"))
-    return _layout(fig, "Drift score per feature (dashed: threshold; ×: drifted)", "score")
+    methods = ", ".join(sorted(set(frame["method"])))
+    return _layout(fig, f"Drift per window and feature (dashed: threshold; ×: drifted) — {methods}", "score")
 
 
 def distribution(comparison: DistributionComparison) -> go.Figure:
@@ -165,8 +167,10 @@ def distribution(comparison: DistributionComparison) -> go.Figure:
     fig.update_layout(barmode="overlay" if comparison.kind == "numeric" else "group")
     fig.update_yaxes(tickformat=".0%")
     title = f"{comparison.feature}: reference vs current"
-    if comparison.score is not None:
-        title += f" ({comparison.method} {comparison.score:.3f}, threshold {comparison.threshold:g})"
+    result = comparison.result
+    if result is not None:
+        verdict = "drifted" if result.drifted else "no drift"
+        title += f" ({result.method} {result.score:.3g}, threshold {result.threshold:g}, effect {result.effect:.2f}: {verdict})"
     return _layout(fig, title, "share of values", comparison.feature)
 
 

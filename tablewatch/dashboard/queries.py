@@ -22,6 +22,9 @@ import pandas as pd
 
 from tablewatch.cli import _format_age
 from tablewatch.store.downsample import aggregate, minmax_indices
+from tablewatch.alerts import detectors
+from tablewatch.alerts.detectors import DriftResult
+from tablewatch.alerts.rules import DriftRule
 from tablewatch.store.sketches import PREDICTION, DistributionSketch
 
 if TYPE_CHECKING:
@@ -42,6 +45,10 @@ TARGET_BUCKETS = 200
 #: Attempts per bucket a p50/p95 band aims for.
 POINTS_PER_BAND = 8
 US_PER_S = 1_000_000
+#: A drift rule's defaults, so that this page's scores are the alerts' scores.
+DRIFT_METHOD = DriftRule.model_fields["method"].default
+DRIFT_MIN_EFFECT = DriftRule.model_fields["min_effect"].default
+DRIFT_MIN_SAMPLES = DriftRule.model_fields["min_samples"].default
 
 
 def bucket_width(start: float, end: float, buckets: float = TARGET_BUCKETS) -> int:
@@ -352,53 +359,51 @@ def serving_stats(store: Store, model: str, route: str | None, start: float, end
 
 
 # -- drift ----------------------------------------------------------------------------------
+#
+# The same comparison as the alert rules' (tablewatch.alerts): a drift rule
+# compares its current window [now - window, now) to, by default, the window of
+# the same length before it, with detectors.detect(method="auto") and the
+# rules' default effect gate and minimum sample. An alert links here with
+# start/end set to its current window, so this page shows the alert's score.
 
 
-#: The reference of a drift chart: the first ``REFERENCE_SHARE`` of the range
-#: (at least one window); every later window is compared to it.
-REFERENCE_SHARE = 0.25
+def reference_range(start: float, end: float) -> tuple[float, float]:
+    """The reference of ``[start, end)``: the range of the same length before it."""
+    return start - (end - start), start
 
 
-@dataclass(frozen=True)
-class DriftPoint:
-    feature: str
-    window: datetime
-    score: float
-    threshold: float
-    method: str
-    count: int
-
-
-def drift_split(start: float, end: float) -> float:
-    """Where the reference part of ``[start, end)`` ends."""
-    return start + (end - start) * REFERENCE_SHARE
-
-
-def current_start(start: float, end: float) -> float:
-    """Where the current part of ``[start, end)`` (compared to the reference) begins."""
-    return end - (end - start) * REFERENCE_SHARE
+def _detect(reference: DistributionSketch, current: DistributionSketch) -> DriftResult | None:
+    """The rules' default test of ``current`` against ``reference``; None when
+    either has fewer than the rules' minimum sample."""
+    kind = detectors.column_type(reference, current)
+    if kind == "empty":
+        return None
+    counts = [(s.numeric.count if kind == "numeric" else s.categorical.count) for s in (reference, current)]
+    if min(counts) < DRIFT_MIN_SAMPLES:
+        return None
+    return detectors.detect(reference, current, DRIFT_METHOD, None, DRIFT_MIN_EFFECT)
 
 
 def drift_over_time(store: Store, model: str, features: Sequence[str], start: float, end: float) -> pd.DataFrame:
-    """Drift score of each window after the reference, per feature: columns
-    ``feature``, ``window``, ``score``, ``threshold``, ``drifted``, ``method``, ``count``."""
-    split = drift_split(start, end)
+    """The drift of every sketch window in ``[start, end)`` against the
+    reference (:func:`reference_range`), per feature: columns ``feature``,
+    ``window``, ``score``, ``threshold``, ``drifted``, ``method``, ``effect``,
+    ``count``. Windows with too few values are left out."""
+    ref_start, ref_end = reference_range(start, end)
     rows = []
     for feature in features:
-        windows = store._sketches.read_by_window(model, feature, _dt(start), _dt(end))
-        reference = DistributionSketch.merged(s for w, s in windows if w.timestamp() < split)
+        reference = store.read_sketch(model, feature, _dt(ref_start), _dt(ref_end))
         if reference.count == 0:
             continue
-        for window, sketch in windows:
-            if window.timestamp() < split or sketch.count == 0:
-                continue
-            result = drift_score(reference, sketch)
+        for window, sketch in store._sketches.read_by_window(model, feature, _dt(start), _dt(end)):
+            result = _detect(reference, sketch)
             if result is None:
                 continue
-            method, score, threshold = result
-            rows.append({"feature": feature, "window": window, "score": score, "threshold": threshold,
-                         "drifted": score > threshold, "method": method, "count": sketch.count})
-    frame = pd.DataFrame(rows, columns=["feature", "window", "score", "threshold", "drifted", "method", "count"])
+            rows.append({"feature": feature, "window": window, "score": result.score, "threshold": result.threshold,
+                         "drifted": result.drifted, "method": result.method, "effect": result.effect,
+                         "count": result.current_count})
+    columns = ["feature", "window", "score", "threshold", "drifted", "method", "effect", "count"]
+    frame = pd.DataFrame(rows, columns=columns)
     frame["window"] = pd.to_datetime(frame["window"], utc=True)
     return frame
 
@@ -406,7 +411,8 @@ def drift_over_time(store: Store, model: str, features: Sequence[str], start: fl
 @dataclass(frozen=True)
 class DistributionComparison:
     """Reference and current distributions of one feature on shared bins:
-    ``labels`` (bin centres or categories), and the share of values in each."""
+    ``labels`` (bin centres or categories), and the share of values in each;
+    the drift test's result when both have enough values."""
 
     feature: str
     kind: str
@@ -415,21 +421,17 @@ class DistributionComparison:
     current: tuple[float, ...]
     reference_count: int
     current_count: int
-    score: float | None = None
-    threshold: float | None = None
-    method: str | None = None
-    edges: tuple[float, ...] = field(default=())
+    result: DriftResult | None = None
 
 
 def compare_distributions(store: Store, model: str, feature: str, start: float, end: float,
                           bins: int = 30) -> DistributionComparison:
-    """The reference part of the range (its first :data:`REFERENCE_SHARE`)
-    against the current part (its last :data:`REFERENCE_SHARE`), for one feature."""
-    reference = store.read_sketch(model, feature, _dt(start), _dt(drift_split(start, end)))
-    current = store.read_sketch(model, feature, _dt(current_start(start, end)), _dt(end))
-    result = drift_score(reference, current) if reference.count and current.count else None
-    method, score, threshold = result if result else (None, None, None)
-    kind = reference.kind if reference.kind != "empty" else current.kind
+    """The current range ``[start, end)`` against its reference
+    (:func:`reference_range`), for one feature, as a drift rule compares them."""
+    reference = store.read_sketch(model, feature, *map(_dt, reference_range(start, end)))
+    current = store.read_sketch(model, feature, _dt(start), _dt(end))
+    result = _detect(reference, current)
+    kind = detectors.column_type(reference, current)
     if kind == "numeric":
         lows = [s.numeric.min for s in (reference, current) if s.numeric.count]
         highs = [s.numeric.max for s in (reference, current) if s.numeric.count]
@@ -442,43 +444,17 @@ def compare_distributions(store: Store, model: str, feature: str, start: float, 
         cur_counts = current.numeric.histogram(edges) if current.numeric.count else np.zeros(bins)
         centres = (edges[:-1] + edges[1:]) / 2
         return DistributionComparison(feature, kind, tuple(centres.tolist()), _shares(ref_counts), _shares(cur_counts),
-                                      reference.count, current.count, score, threshold, method, tuple(edges.tolist()))
+                                      reference.count, current.count, result)
     ref_freq = reference.categorical.frequencies()
     cur_freq = current.categorical.frequencies()
     labels = list(dict.fromkeys([*ref_freq, *cur_freq]))
     return DistributionComparison(feature, kind, tuple(labels), tuple(ref_freq.get(k, 0.0) for k in labels),
-                                  tuple(cur_freq.get(k, 0.0) for k in labels), reference.count, current.count,
-                                  score, threshold, method)
+                                  tuple(cur_freq.get(k, 0.0) for k in labels), reference.count, current.count, result)
 
 
 def _shares(counts: np.ndarray) -> tuple[float, ...]:
     total = float(np.sum(counts))
     return tuple((np.asarray(counts, dtype=float) / total).tolist()) if total else tuple(0.0 for _ in counts)
-
-
-PSI_THRESHOLD = 0.2
-_EPS = 1e-4
-
-
-def drift_score(reference: DistributionSketch, current: DistributionSketch) -> tuple[str, float, float] | None:
-    """(method, score, threshold) of ``current`` against ``reference``; None
-    when either is empty."""
-    if reference.kind == "numeric" and current.numeric.count:
-        inner = np.unique(reference.numeric.quantiles(np.linspace(0.1, 0.9, 9)))
-        ref = np.diff(np.r_[0.0, np.atleast_1d(reference.numeric.cdf(inner)), 1.0])
-        cur = np.diff(np.r_[0.0, np.atleast_1d(current.numeric.cdf(inner)), 1.0])
-        return "psi", _psi(ref, cur), PSI_THRESHOLD
-    if reference.kind == "categorical" and current.categorical.count:
-        ref_freq, cur_freq = reference.categorical.frequencies(), current.categorical.frequencies()
-        keys = sorted(set(ref_freq) | set(cur_freq))
-        return "psi", _psi(np.array([ref_freq.get(k, 0.0) for k in keys]), np.array([cur_freq.get(k, 0.0) for k in keys])), PSI_THRESHOLD
-    return None
-
-
-def _psi(reference: np.ndarray, current: np.ndarray) -> float:
-    ref = np.clip(reference, _EPS, None)
-    cur = np.clip(current, _EPS, None)
-    return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
 # -- overview ---------------------------------------------------------------------------------

@@ -130,17 +130,17 @@ def _serving(store: Store, now: float, rng: np.random.Generator) -> None:
 
 
 def _drift(store: Store, now: float, rng: np.random.Generator) -> None:
-    """Hourly sketches of three features over 24 hours; ``age`` shifts in the
-    last 8 hours, ``country`` gains a new country, ``income`` stays put."""
+    """Hourly sketches of three features over 48 hours; in the last 8 hours
+    ``age`` shifts, ``country`` gains a new country, ``income`` stays put."""
     records = []
-    first_hour = int(now // HOUR) * HOUR - 23 * HOUR
-    for h in range(24):
+    first_hour = int(now // HOUR) * HOUR - 47 * HOUR
+    for h in range(48):
         start = first_hour + h * HOUR
-        shifted = h >= 16
+        shifted = h >= 40
         values = {
-            "age": rng.normal(48 if shifted else 40, 10, 500),
-            "income": rng.lognormal(10, 0.5, 500),
-            "country": rng.choice(["fr", "de", "us", "br"] if shifted else ["fr", "de", "us"], 500,
+            "age": rng.normal(48 if shifted else 40, 10, 2000),
+            "income": rng.lognormal(10, 0.5, 2000),
+            "country": rng.choice(["fr", "de", "us", "br"] if shifted else ["fr", "de", "us"], 2000,
                                   p=[0.2, 0.2, 0.2, 0.4] if shifted else [0.4, 0.3, 0.3]),
         }
         for feature, data in values.items():

@@ -1,11 +1,16 @@
 """The dashboard's queries on a store filled through the Store API and the collectors."""
 
+from urllib.parse import parse_qs, urlparse
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from tablewatch import open_store
+from tablewatch.alerts.evaluate import evaluate
+from tablewatch.alerts.rules import parse_rules
 from tablewatch.dashboard import queries
+from tablewatch.dashboard.selection import parse_params
 from tests.dashboard.sample_data import DAY, FEATURES, HOUR, MODEL, PIPELINE, ROUTES, RUNS, TASKS
 
 
@@ -109,11 +114,36 @@ def test_reference_and_current_distributions(sample_store, now):
     assert np.isclose(sum(age.reference), 1) and np.isclose(sum(age.current), 1)
     centre = lambda shares: float(np.dot(age.labels, shares))  # noqa: E731
     assert 37 < centre(age.reference) < 43 and centre(age.current) > centre(age.reference) + 2
-    assert age.score > age.threshold
+    assert age.result.drifted and age.result.method == "wasserstein"
     country = queries.compare_distributions(sample_store, MODEL, "country", start, end)
     assert country.kind == "categorical"
     assert dict(zip(country.labels, country.reference)).get("br", 0) == 0
     assert dict(zip(country.labels, country.current))["br"] > 0.1
+
+
+def test_drift_page_scores_are_the_alert_rules_scores(sample_store, now):
+    """An alert links to /drift with start/end = the rule's current window: the
+    page shows the score, threshold and verdict the rule computed."""
+    rules = parse_rules(f"""
+rules:
+  - name: ranker-drift
+    kind: drift
+    model: {MODEL}
+    window: 1d
+""")
+    observations = evaluate(rules.rules[0], sample_store, now)
+    assert {o.labels["feature"] for o in observations} == set(FEATURES)
+    for observation in observations:
+        feature = observation.labels["feature"]
+        assert observation.dashboard_path.startswith("/drift?")
+        selection = parse_params({k: v[0] for k, v in parse_qs(urlparse(observation.dashboard_path).query).items()})
+        assert selection.feature == feature
+        shown = queries.compare_distributions(sample_store, MODEL, feature, *selection.window(now))
+        assert shown.result is not None
+        assert shown.result.score == pytest.approx(observation.value)
+        assert shown.result.threshold == observation.threshold
+        assert shown.result.drifted == observation.active
+    assert {o.labels["feature"] for o in observations if o.active} == {"age", "country"}
 
 
 def test_overview_figures(sample_store, now):

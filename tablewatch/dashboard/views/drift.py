@@ -25,10 +25,10 @@ def body(sel: Selection, start: float, end: float) -> None:
     with right:
         feature = pick("Feature", features, sel.feature, key="drift.feature")
     keep_in_url(sel.with_(model=model, feature=feature))
-    st.caption(f"Reference: {_time(start)} to {_time(queries.drift_split(start, end))} (the first "
-               f"{queries.REFERENCE_SHARE:.0%} of the range). The score of each later window compares it to the "
-               f"reference; the distributions below compare the reference to the last {queries.REFERENCE_SHARE:.0%} "
-               f"(from {_time(queries.current_start(start, end))}).")
+    ref_start, ref_end = queries.reference_range(start, end)
+    st.caption(f"Current: {_time(start)} to {_time(end)}; reference: the same length before it, from "
+               f"{_time(ref_start)}. Scored as the alert rules score drift (method {queries.DRIFT_METHOD}, "
+               f"effect at least {queries.DRIFT_MIN_EFFECT:g}, at least {queries.DRIFT_MIN_SAMPLES} values).")
     scores = query("drift_over_time", model, tuple(features), start, end)
     if len(scores):
         st.plotly_chart(charts.drift_scores(scores), key="chart.drift_scores", width="stretch")
