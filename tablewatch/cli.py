@@ -80,7 +80,8 @@ def cmd_server(args: argparse.Namespace) -> int:
     from tablewatch.collectors.server import TOKEN_ENV, serve
 
     serve(args.store, args.host, args.port, token=os.environ.get(TOKEN_ENV) or None,
-          max_body_bytes=args.max_body_bytes, max_items=args.max_items, log_level=args.log_level)
+          max_body_bytes=args.max_body_bytes, max_items=args.max_items, log_level=args.log_level,
+          rules=args.rules or os.environ.get("TABLEWATCH_RULES") or None)
     return 0
 
 
@@ -136,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080)")
     server.add_argument("--max-body-bytes", type=_positive, default=16 * 1024 * 1024, help="larger bodies get 413")
     server.add_argument("--max-items", type=_positive, default=100_000, help="most points or runs per request")
+    server.add_argument("--rules", metavar="FILE", help="the alert rules file: its actions run on Slack's Retrain "
+                        "button (default: $TABLEWATCH_RULES)")
     server.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     server.set_defaults(handler=cmd_server)
 
@@ -168,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     alerts = commands.add_parser("alerts", help="alert rules: check a rules file, run the rules")
     alerts_commands = alerts.add_subparsers(dest="alerts_command", required=True, metavar="SUBCOMMAND")
     alerts_check.add_commands(alerts_commands)
+
+    from tablewatch.alerts.commands import add_commands as add_alert_commands
+
+    add_alert_commands(commands)  # run, status, silence (into "alerts") and notify
 
     from tablewatch.dashboard.command import add_commands as add_dashboard_commands
 

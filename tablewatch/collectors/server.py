@@ -6,6 +6,8 @@ a training job in a container that only has curl). Endpoints::
     POST /api/v1/points        points, row form or columnar form (JSON array, one object, or NDJSON)
     POST /api/v1/tasks         task runs (TaskRun fields; times as epoch seconds or ISO-8601)
     POST /api/v1/predictions   {"model", "features": {...}, "prediction", "ts"}: sketched, written every few seconds
+    POST /slack/actions        Slack's buttons (tablewatch.alerts.interactive)
+    POST /api/v1/notify        a message to Slack through the alert outbox (same bearer token)
     GET  /healthz              liveness: the process answers
     GET  /readyz               readiness: the store answers (503 otherwise)
 
@@ -42,7 +44,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -118,6 +120,7 @@ def create_app(
     max_items: int = DEFAULT_MAX_ITEMS,
     sketch_window_s: int = 3600,
     sketch_flush_s: float = DEFAULT_SKETCH_FLUSH_S,
+    routes: Sequence[Route] = (),
 ) -> Starlette:
     """The ingest app (a Starlette ASGI app) writing to ``store``.
 
@@ -125,7 +128,8 @@ def create_app(
     Bearer <token>`` (compared in constant time); ``max_body_bytes``: larger
     bodies get 413; ``max_items``: most points (or task runs, or predictions)
     per request; predictions are sketched in windows of ``sketch_window_s``
-    and written every ``sketch_flush_s`` seconds and on shutdown.
+    and written every ``sketch_flush_s`` seconds and on shutdown; ``routes``
+    are mounted too (the alert routes: ``/slack/actions``, ``/api/v1/notify``).
     """
     for name, value in (("max_body_bytes", max_body_bytes), ("max_items", max_items)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -151,6 +155,7 @@ def create_app(
             Route("/api/v1/points", ingest.points, methods=["POST"]),
             Route("/api/v1/tasks", ingest.tasks, methods=["POST"]),
             Route("/api/v1/predictions", ingest.predictions, methods=["POST"]),
+            *routes,
         ],
         exception_handlers={StoreError: _store_error, HTTPError: _http_error},
         lifespan=lifespan,
@@ -614,15 +619,21 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_items: int = DEFAULT_MAX_ITEMS,
     log_level: str = "info",
+    rules: str | None = None,
 ) -> None:
-    """Open the store, serve the ingest API with uvicorn until stopped, close
-    the store."""
+    """Open the store, serve the ingest API and the alert routes (Slack from
+    ``$SLACK_*``; ``rules``: the rules file whose actions Retrain runs) with
+    uvicorn until stopped, close the store."""
+    import os
+
     import uvicorn
 
+    from tablewatch.alerts.interactive import routes_from_env
     from tablewatch.store import open_store
 
     with open_store(store_url) as store:
-        app = create_app(store, token, max_body_bytes=max_body_bytes, max_items=max_items)
+        alert_routes = routes_from_env(store, os.environ, token=token, rules_path=rules)
+        app = create_app(store, token, max_body_bytes=max_body_bytes, max_items=max_items, routes=alert_routes)
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 

@@ -39,10 +39,12 @@ The gateway behaves as HBase 2.x's ``ThriftHBaseServiceHandler`` does:
   without use. Filter strings: ``PrefixFilter``, ``KeyOnlyFilter``,
   ``FirstKeyOnlyFilter``, ``ColumnPrefixFilter``, ``MultipleColumnPrefixFilter``,
   ``InclusiveStopFilter`` and ``PageFilter``, joined with ``AND``.
-- ``atomicIncrement``, ``increment(Rows)``, ``append``, ``checkAndPut`` and
-  timestamped deletes read then write under row locks: atomic with respect to
-  every write through this gateway process (not to other processes writing the
-  same store directly).
+- ``atomicIncrement``, ``increment(Rows)``, ``append`` and timestamped
+  deletes read then write under row locks: atomic with respect to every write
+  through this gateway process (not to other processes writing the same store
+  directly). ``checkAndPut`` of the checked cell itself goes through the
+  store's atomic ``check_and_set``, so it is atomic for every writer; its
+  empty/absent ``value`` means what it means to HBase ("missing or empty").
 - A method the gateway does not implement (``getRowOrBefore``,
   ``getRegionInfo``) answers a Thrift ``IOError`` saying so, and the connection
   stays usable. Every failure answers one of the exceptions the method declares;
@@ -852,21 +854,44 @@ class HBaseThriftHandler:
 
     def checkAndPut(self, tableName: bytes, row: bytes, column: bytes, value: bytes | None, mput: Any,
                     attributes: Attributes = None) -> bool:
+        """HBase's ``checkAndMutate(row, family).qualifier(q)``, then
+        ``ifEquals(value)``, or ``ifNotExists()`` when ``value`` is absent; as
+        in HBase, an absent or empty ``value`` matches a missing cell or one
+        holding ``b""``. The put gets the gateway's clock (Thrift v1 carries no
+        timestamp). When it writes the checked column, the store's
+        ``check_and_set`` makes it atomic for every writer of the store; a put
+        to another column is atomic with respect to this gateway's writes."""
         name, table, families = self._table(tableName)
+        if not row:
+            raise _illegal("a row key is missing")
+        if mput is None:
+            raise _illegal("the mutation to put is missing")
         family, qualifier = parse_column(column)
         self._check_family(name, families, family)
-        put_family, put_qualifier = parse_column(mput.column if mput is not None else None)
+        qualifier = qualifier if qualifier is not None else b""
+        put_family, put_qualifier = parse_column(mput.column)
         self._check_family(name, families, put_family)
+        put_qualifier = put_qualifier if put_qualifier is not None else b""
+        put_value = mput.value if mput.value is not None else b""
+        same_cell = (put_family, put_qualifier) == (family, qualifier)
         with self._rows.hold(name, [row]):
-            current = self._newest(table, row, family, qualifier if qualifier is not None else b"")
-            matches = current is None if value is None else (current is not None and current.value == value)
-            if not matches:
-                return False
-            table.mutate_rows([RowMutation(row, [SetCell(
-                put_family, put_qualifier if put_qualifier is not None else b"",
-                mput.value if mput.value is not None else b"", _now_ms(),
-            )])])
-            return True
+            for _ in range(16):
+                current = self._newest(table, row, family, qualifier)
+                if not value:  # HBase: a null or empty comparator value
+                    matches = current is None or current.value == b""
+                else:
+                    matches = current is not None and current.value == value
+                if not matches:
+                    return False
+                if not same_cell:
+                    table.mutate_rows([RowMutation(row, [SetCell(put_family, put_qualifier, put_value, _now_ms())])])
+                    return True
+                # The cell as read is the one expected: another process writing
+                # the store directly may change it in between, then look again.
+                if table.check_and_set(row, family, qualifier, None if current is None else current.value,
+                                       put_value, _now_ms()):
+                    return True
+        raise _io_error(f"checkAndPut: row {row!r} of {name} kept changing under concurrent writers; try again")
 
     # -- scanners -----------------------------------------------------------------------------
 

@@ -88,6 +88,7 @@ from tablewatch.store.table import (
     ScanByRanges,
     SetCell,
     TableInfo,
+    check_check_and_set,
     check_limit,
     check_row_key,
     check_set_cell,
@@ -699,6 +700,42 @@ class BigtableTable(ScanByRanges):
         if isinstance(mutation, DeleteRow):
             return DeleteAllFromRow()
         raise ValidationError("mutation", mutation, "is not a SetCell, DeleteCells or DeleteRow")
+
+    def check_and_set(
+        self, key: bytes, family: str, qualifier: bytes, expected: bytes | None, value: bytes, timestamp_ms: int
+    ) -> bool:
+        """One CheckAndMutateRow: the predicate keeps the newest live cell of
+        the column, and with ``expected`` only when its value is exactly that
+        (a value range from ``expected`` to ``expected``, both inclusive: bytes
+        compared as bytes, where a regex would have to escape every byte).
+        The write is the true branch, or, for ``expected=None`` ("must not
+        exist"), the false branch. Not retried (a lost answer must not write
+        twice): failures raise StoreUnavailable with the outcome unknown."""
+        check_check_and_set(key, family, qualifier, expected, value, timestamp_ms)
+        policy = self._families.get(family)
+        if policy is None:
+            raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
+        qualifier = bytes(qualifier)
+        steps: list[row_filters.RowFilter] = [
+            row_filters.ColumnRangeFilter(family, qualifier, qualifier, inclusive_start=True, inclusive_end=True)
+        ]
+        if policy.max_age_s is not None:  # an expired cell counts as absent (GC is lazy)
+            cutoff_ms = int(time.time() * 1000) - int(policy.max_age_s * 1000)
+            steps.append(row_filters.TimestampRangeFilter(start=_EPOCH + _dt.timedelta(milliseconds=max(0, cutoff_ms))))
+        steps.append(row_filters.CellsColumnLimitFilter(1))
+        if expected == b"":  # (an empty range bound would mean "unbounded")
+            steps.append(row_filters.ValueRegexFilter(b"^$"))
+        elif expected is not None:
+            steps.append(row_filters.ValueRangeFilter(
+                bytes(expected), bytes(expected), inclusive_start=True, inclusive_end=True
+            ))
+        write = [BigtableSetCell(family, qualifier, bytes(value), timestamp_ms * 1000)]
+        table = self.backend._data_table(self.name)
+        with self._errors("check and set in"):
+            if expected is None:
+                exists = table.check_and_mutate_row(key, row_filters.RowFilterChain(steps), false_case_mutations=write)
+                return not exists
+            return bool(table.check_and_mutate_row(key, row_filters.RowFilterChain(steps), true_case_mutations=write))
 
     # -- reads --------------------------------------------------------------------
 

@@ -84,6 +84,7 @@ from tablewatch.store.table import (
     ScanByRanges,
     SetCell,
     TableInfo,
+    check_check_and_set,
     check_limit,
     check_row_key,
     check_set_cell,
@@ -234,9 +235,11 @@ class HBaseBackend:
                     raise self._unavailable("connect", e) from e
             return self._pool
 
-    def _call(self, action: str, fn: Callable[[happybase.Connection], T], *, table: str | None = None) -> T:
+    def _call(self, action: str, fn: Callable[[happybase.Connection], T], *, table: str | None = None,
+              retry: bool = True) -> T:
         """Run ``fn`` with a pooled connection, turning Thrift and socket errors
-        into tablewatch errors."""
+        into tablewatch errors. ``retry=False``: never sent twice (a call that
+        is not idempotent, whose first attempt may have been applied)."""
         thrift = _thrift_types()
         for attempt in (1, 2):
             pool = self._open_pool()
@@ -267,7 +270,7 @@ class HBaseBackend:
                               f"was free within {self.options.timeout_s:g} s",
                 ) from e
             except (TException, OSError) as e:
-                if attempt == 1 and reused and not _is_timeout(e):
+                if attempt == 1 and reused and retry and not _is_timeout(e):
                     continue  # the server dropped this idle connection: once more, on a fresh one
                 raise self._unavailable(action, e) from e
         raise AssertionError("unreachable")
@@ -496,6 +499,28 @@ class HBaseTable(ScanByRanges):
                 batch.send()
 
         self.backend._call(f"write to {self.name}", send, table=self.name)
+
+    def check_and_set(
+        self, key: bytes, family: str, qualifier: bytes, expected: bytes | None, value: bytes, timestamp_ms: int
+    ) -> bool:
+        """Thrift v1 ``checkAndPut`` (happybase has no method for it: the call
+        goes to the connection's Thrift client). HBase's own rules apply: the
+        put carries no timestamp, so the cell gets the server's clock; and an
+        absent ``value`` (``expected=None``) or an empty one both match a
+        missing cell or a cell holding ``b""``. Sent once, never retried."""
+        check_check_and_set(key, family, qualifier, expected, value, timestamp_ms)
+        if family not in self._families:
+            raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
+        column = family.encode() + b":" + bytes(qualifier)
+        thrift = _thrift_types()
+        put = thrift.Mutation(isDelete=False, column=column, value=bytes(value), writeToWAL=True)
+        check = None if expected is None else bytes(expected)
+
+        def check_and_put(connection: happybase.Connection) -> bool:
+            table_name = connection._table_name(self.name)
+            return bool(connection.client.checkAndPut(table_name, key, column, check, put, {}))
+
+        return self.backend._call(f"check and set in {self.name}", check_and_put, table=self.name, retry=False)
 
     # -- reads -------------------------------------------------------------------------
 

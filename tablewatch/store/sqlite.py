@@ -45,6 +45,7 @@ from tablewatch.store.table import (
     ScanByRanges,
     SetCell,
     TableInfo,
+    check_check_and_set,
     check_limit,
     check_row_key,
     check_set_cell,
@@ -321,6 +322,42 @@ class SQLiteTable(ScanByRanges):
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
+
+    def check_and_set(
+        self, key: bytes, family: str, qualifier: bytes, expected: bytes | None, value: bytes, timestamp_ms: int
+    ) -> bool:
+        """Compare and write in one ``BEGIN IMMEDIATE`` transaction: the write
+        lock is held from the read to the commit, so threads and processes
+        sharing the file see one winner."""
+        check_check_and_set(key, family, qualifier, expected, value, timestamp_ms)
+        policy = self._families.get(family)
+        if policy is None:
+            raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
+        # nts <= max_nts: the cell is younger than the family's max age
+        max_nts = -(_now_ms() - int(policy.max_age_s * 1000)) if policy.max_age_s is not None else 2**63 - 1
+        connection = self.backend._connection()
+        with self.backend._write_lock, self.backend._errors(f"check and set in {self.name}"):
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                newest = connection.execute(
+                    f"SELECT value FROM {self._sql_name} WHERE row = ? AND family = ? AND qualifier = ? AND nts <= ? "
+                    "ORDER BY nts LIMIT 1",
+                    (key, family, bytes(qualifier), max_nts),
+                ).fetchone()
+                current = None if newest is None else bytes(newest[0])
+                matches = current is None if expected is None else current == bytes(expected)
+                if matches:
+                    connection.execute(
+                        f"INSERT OR REPLACE INTO {self._sql_name} (row, family, qualifier, nts, value) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (key, family, bytes(qualifier), -int(timestamp_ms), bytes(value)),
+                    )
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        return matches
 
     def _flush_sets(self, connection: sqlite3.Connection, sets: list) -> None:
         if sets:

@@ -192,6 +192,27 @@ def test_counters(table):
     assert table.row(b"c")[b"f:flag"] == b"1"
 
 
+def test_check_and_put_reads_an_absent_or_empty_value_as_hbase_does(table):
+    # HBase's checkAndMutate: a null (absent) or empty value matches a missing
+    # cell or a cell holding b"", and nothing else.
+    client = table.connection.client
+
+    def check_and_put(expected, new, column=b"f:lease"):
+        return client.checkAndPut(table.name, b"r", b"f:lease", expected, idl.Mutation(column=column, value=new), {})
+
+    assert check_and_put(b"", b"") is True  # missing: matches ""
+    assert table.row(b"r") == {b"f:lease": b""}
+    assert check_and_put(None, b"a") is True  # holding "": matches "must not exist"
+    assert check_and_put(None, b"b") is False
+    assert check_and_put(b"", b"b") is False
+    assert check_and_put(b"a", b"b") is True
+    assert check_and_put(b"b", b"1", column=b"g:other") is True  # checks one column, puts another
+    assert table.row(b"r") == {b"f:lease": b"b", b"g:other": b"1"}
+    with pytest.raises(idl.IOError, match="NoSuchColumnFamilyException"):
+        client.checkAndPut(table.name, b"r", b"nope:q", None, idl.Mutation(column=b"f:q", value=b"x"), {})
+    assert table.row(b"r")[b"f:lease"] == b"b"  # the connection still works
+
+
 def test_connection_pool_from_several_threads(gateway, connection):
     prefix = connection.table_prefix.decode()
     connection.create_table("pool", {"f": dict(max_versions=1)})

@@ -23,7 +23,7 @@ from tablewatch.errors import StoreError, StoreUnavailable, StoreURLError, Table
 from tablewatch.gateway.hbase_thrift import HBaseThriftGateway
 from tablewatch.store.backends import open_backend
 from tablewatch.store.hbase import HBaseBackend, parse_hbase_url
-from tablewatch.store.table import GCPolicy, RowMutation, SetCell
+from tablewatch.store.table import GCPolicy, RowMutation, SetCell, TableInfo
 from tests.store.table_contract import NOW_MS, TableContract
 from tests.store.timeseries_contract import TimeSeriesContract
 
@@ -67,7 +67,7 @@ def store_factory(gateway):
 
 
 class TestHBaseTable(TableContract):
-    pass
+    check_and_set_keeps_timestamp = False  # Thrift v1 checkAndPut: the server's clock
 
 
 class TestHBaseTimeSeries(TimeSeriesContract):
@@ -228,6 +228,9 @@ def test_unreachable_server_is_store_unavailable_naming_the_url():
     assert raised.value.url == url and url in str(raised.value) and "cannot connect" in str(raised.value)
     with pytest.raises(StoreUnavailable):
         open_store(url)
+    backend._infos["t"] = TableInfo("t", {"f": GCPolicy()})  # skip the describe call
+    with pytest.raises(StoreUnavailable, match="cannot connect"):
+        backend.table("t").check_and_set(b"r", "f", b"q", None, b"x", NOW_MS)
     backend.close()
     with pytest.raises(StoreError, match="closed"):
         backend.list_tables()
