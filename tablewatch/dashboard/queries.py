@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from tablewatch.cli import _format_age
+from tablewatch.errors import ValidationError
 from tablewatch.store.downsample import aggregate, minmax_indices
 from tablewatch.alerts import detectors
 from tablewatch.alerts.detectors import DriftResult
@@ -632,16 +633,117 @@ def _concat(frames: list[pd.DataFrame], columns: dict[str, Any]) -> pd.DataFrame
     return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
 
 
-# -- alerts -----------------------------------------------------------------------------------
+# -- alerts ---------------------------------------------------------------------------------
+#
+# What the alert engine (tablewatch.alerts) keeps in the store's ``tw_alerts``
+# table. The dashboard reads it, and creates and expires silences.
+
+SILENCE_DURATIONS = {"1h": 3600, "4h": 4 * 3600, "24h": 86400, "7d": 7 * 86400}
+
+
+def alerts_set_up(store: Store) -> bool:
+    """Whether an alert engine has written its state to this store."""
+    from tablewatch.alerts.state import TABLE
+
+    return TABLE in store.backend.list_tables()
+
+
+def _alert_state(store: Store):
+    from tablewatch.alerts.state import AlertState
+
+    return AlertState(store)
+
+
+def _time_or_none(seconds: float | None) -> datetime | None:
+    return _dt(seconds) if seconds else None
+
+
+def _labels_text(labels: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def _alerts_frame(records: Iterable[Any]) -> pd.DataFrame:
+    rows = [{
+        "state": r.state, "severity": r.severity, "rule": r.rule, "labels": _labels_text(r.labels),
+        "summary": r.summary, "value": r.value, "threshold": r.threshold,
+        "active_at": _time_or_none(r.active_at), "fired_at": _time_or_none(r.fired_at),
+        "resolved_at": _time_or_none(r.resolved_at), "acknowledged_by": r.acknowledged_by,
+        "snoozed_until": _time_or_none(r.snoozed_until), "incident_id": r.incident_id, "link": r.dashboard_path,
+    } for r in records]
+    columns = ["state", "severity", "rule", "labels", "summary", "value", "threshold", "active_at", "fired_at",
+               "resolved_at", "acknowledged_by", "snoozed_until", "incident_id", "link"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def firing_alerts(store: Store) -> pd.DataFrame | None:
-    """Firing alerts (None when the alert engine is not part of this installation)."""
-    try:
-        from tablewatch.alerts.state import AlertState
-    except ImportError:
+    """Alerts firing or pending now, firing first (None when no alert engine
+    has written to this store)."""
+    if not alerts_set_up(store):
         return None
-    records = AlertState(store).alerts(states=["firing"])
-    return pd.DataFrame([{"rule": r.rule, "severity": r.severity, "summary": r.summary,
-                          "since": _dt(r.fired_at) if r.fired_at else None, "link": r.dashboard_path}
-                         for r in records], columns=["rule", "severity", "summary", "since", "link"])
+    records = _alert_state(store).alerts(states=["firing", "pending"])
+    records.sort(key=lambda r: (r.state != "firing", -(r.fired_at or r.active_at or 0)))
+    return _alerts_frame(records)
+
+
+def incidents(store: Store, start: float, end: float, limit: int = 200) -> pd.DataFrame:
+    """Incidents that became active in ``[start, end)``, newest first, firing and resolved."""
+    if not alerts_set_up(store):
+        return _alerts_frame([])
+    return _alerts_frame(_alert_state(store).incidents(start, end, limit=limit))
+
+
+def incident_notifications(store: Store, incident_id: str) -> pd.DataFrame:
+    """The messages sent (or still to send) about one incident, newest first."""
+    records = _alert_state(store).notifications(incident_id) if alerts_set_up(store) else []
+    rows = [{"created_at": _dt(n.created_at), "kind": n.kind, "channel": n.channel, "status": n.status,
+             "sent_at": _time_or_none(n.sent_at), "attempts": n.attempts, "last_error": n.last_error, "text": n.text}
+            for n in sorted(records, key=lambda n: n.created_at, reverse=True)]
+    return pd.DataFrame(rows, columns=["created_at", "kind", "channel", "status", "sent_at", "attempts",
+                                       "last_error", "text"])
+
+
+def incident_actions(store: Store, incident_id: str | None = None) -> pd.DataFrame:
+    """Button clicks (Retrain, Snooze, Acknowledge): who, when, and what came of it, newest first."""
+    records = _alert_state(store).actions(incident_id) if alerts_set_up(store) else []
+    rows = [{"clicked_at": _dt(a.clicked_at), "incident_id": a.incident_id, "action": a.action, "user": a.user,
+             "result": a.result, "detail": a.detail} for a in records]
+    return pd.DataFrame(rows, columns=["clicked_at", "incident_id", "action", "user", "result", "detail"])
+
+
+def silences(store: Store, include_expired: bool = False) -> pd.DataFrame:
+    records = _alert_state(store).silences(include_expired=include_expired) if alerts_set_up(store) else []
+    now = datetime.now(timezone.utc).timestamp()
+    rows = [{"id": s.id, "matchers": _labels_text(s.matchers), "starts_at": _dt(s.starts_at), "ends_at": _dt(s.ends_at),
+             "active": s.starts_at <= now < s.ends_at, "created_by": s.created_by, "comment": s.comment}
+            for s in records]
+    return pd.DataFrame(rows, columns=["id", "matchers", "starts_at", "ends_at", "active", "created_by", "comment"])
+
+
+def parse_matchers(text: str) -> dict[str, str]:
+    """``rule=etl-slow, pipeline=nightly-etl`` as a mapping; errors name ``matchers``."""
+    matchers: dict[str, str] = {}
+    for i, part in enumerate(p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ValidationError(f"matchers[{i}]", part, "must be label=value")
+        matchers[name.strip()] = value.strip()
+    if not matchers:
+        raise ValidationError("matchers", text, "must name at least one label=value (e.g. rule=etl-slow)")
+    return matchers
+
+
+def add_silence(store: Store, matchers: str, duration: str, created_by: str = "", comment: str = "",
+                now: float | None = None) -> Any:
+    """Silence the alerts matching ``matchers`` (text, see :func:`parse_matchers`)
+    for ``duration`` (a key of :data:`SILENCE_DURATIONS`); the new Silence."""
+    if duration not in SILENCE_DURATIONS:
+        raise ValidationError("duration", duration, f"must be one of {', '.join(SILENCE_DURATIONS)}")
+    now = datetime.now(timezone.utc).timestamp() if now is None else now
+    return _alert_state(store).add_silence(parse_matchers(matchers), now + SILENCE_DURATIONS[duration],
+                                           created_by.strip(), comment.strip(), starts_at=now)
+
+
+def expire_silence(store: Store, silence_id: str) -> None:
+    _alert_state(store).expire_silence(silence_id)

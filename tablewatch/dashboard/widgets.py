@@ -75,6 +75,11 @@ def query(name: str, *args: Any, **kwargs: Any) -> Any:
     return _cached(store_url(), name, tuple(args), tuple(sorted(kwargs.items())))
 
 
+def clear_cache() -> None:
+    """Forget cached query results (after the page changed the store)."""
+    _cached.clear()
+
+
 def now() -> float:
     """The current time rounded down to the cache period."""
     return float(int(time.time()) // CACHE_TTL_S * CACHE_TTL_S)

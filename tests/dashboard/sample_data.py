@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from tablewatch import Collector
+from tablewatch.alerts.state import ActionRecord, AlertRecord, AlertState, NotificationRecord, fingerprint
 from tablewatch.store import Store
 from tablewatch.store.sketches import DistributionSketch, SketchRecord
 
@@ -42,6 +43,7 @@ def fill(store: Store, now: float) -> Sample:
     _serving(store, now, rng)
     _drift(store, now, rng)
     collector_run = _through_collectors(store)
+    _alerts(store, now)
     return Sample(now, run_ids, collector_run)
 
 
@@ -173,3 +175,41 @@ def _through_collectors(store: Store) -> str:
         for _ in range(50):
             collector.log_prediction("ranker-online", {"age": random.gauss(40, 10)}, 0.5)
     return run_id
+
+
+FIRING_RULE, RESOLVED_RULE = "ranker-drift", "etl-slow"
+
+
+def _alerts(store: Store, now: float) -> None:
+    """The alert engine's state: a drift alert firing (notified, Retrain
+    pressed by alice), an ETL alert resolved yesterday, and a silence."""
+    state = AlertState(store)
+    firing_labels = {"model": MODEL, "feature": "age"}
+    fp = fingerprint(FIRING_RULE, firing_labels)
+    firing = AlertRecord(
+        incident_id=AlertState.new_incident_id(fp, now - 2 * HOUR), rule=FIRING_RULE, kind="drift",
+        labels=firing_labels, fingerprint=fp, state="firing", severity="critical",
+        summary="ranker age: wasserstein 0.31 (threshold 0.1), effect 0.31 vs the 1d before: drifted",
+        value=0.31, threshold=0.1, dashboard_path=f"/drift?model={MODEL}&feature=age",
+        active_at=now - 2 * HOUR, fired_at=now - 2 * HOUR, action="retrain")
+    state.save_alert(firing)
+    resolved_labels = {"pipeline": PIPELINE, "task": "extract"}
+    fp2 = fingerprint(RESOLVED_RULE, resolved_labels)
+    resolved = AlertRecord(
+        incident_id=AlertState.new_incident_id(fp2, now - 2 * DAY), rule=RESOLVED_RULE, kind="regression",
+        labels=resolved_labels, fingerprint=fp2, state="resolved", summary="extract p95 duration 41.2 s vs 20.3 s",
+        value=41.2, baseline=20.3, dashboard_path=f"/tasks?pipeline={PIPELINE}&task=extract",
+        active_at=now - 2 * DAY, fired_at=now - 2 * DAY, resolved_at=now - DAY,
+        acknowledged_by="bob", acknowledged_at=now - 2 * DAY + 600)
+    state.save_alert(resolved)
+    for incident, kind, at in ((firing, "firing", now - 2 * HOUR), (resolved, "firing", now - 2 * DAY),
+                               (resolved, "resolved", now - DAY)):
+        note = NotificationRecord(id=AlertState.notification_id(f"{incident.incident_id}/{kind}"),
+                                  incident_id=incident.incident_id, kind=kind, channel="#ml-alerts",
+                                  text=f"[{kind}] {incident.summary}", created_at=at, rule=incident.rule)
+        state.enqueue(note)
+        state.mark_sent(note, at + 1, message_ts=f"{at:.6f}")
+    state.record_action(ActionRecord(firing.incident_id, "retrain", "alice", now - HOUR, "ran",
+                                     "celery task retrain_ranker queued"))
+    state.record_action(ActionRecord(resolved.incident_id, "acknowledge", "bob", now - 2 * DAY + 600, "acknowledged"))
+    state.add_silence({"rule": RESOLVED_RULE}, now + DAY, "bob", "warehouse migration this week", starts_at=now - HOUR)

@@ -7,7 +7,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import tablewatch.dashboard
-from tests.dashboard.sample_data import FEATURES, MODEL, PIPELINE, ROUTES, RUNS, TASKS
+from tablewatch import open_store
+from tablewatch.alerts.state import AlertState
+from tests.dashboard.sample_data import FEATURES, FIRING_RULE, MODEL, PIPELINE, RESOLVED_RULE, ROUTES, RUNS, TASKS
 
 APP = Path(tablewatch.dashboard.__file__).parent / "app.py"
 PAGES = ("overview", "tasks", "training", "serving", "drift", "alerts", "store")
@@ -111,6 +113,9 @@ def test_overview_page(monkeypatch, sample):
     assert set(pipelines["pipeline"]) == {PIPELINE, "hourly-features"}
     failures = next(t for t in tables if "error_type" in t.columns)
     assert set(failures["error_type"]) == {"KeyError"}
+    firing = next(t for t in tables if "severity" in t.columns)
+    assert firing[["rule", "state"]].values.tolist() == [[FIRING_RULE, "firing"]]
+    assert firing["link"].iloc[0].startswith("/drift?")
 
 
 def test_store_page(monkeypatch, sample):
@@ -119,6 +124,69 @@ def test_store_page(monkeypatch, sample):
     assert charts(at)["chart.salt_buckets"] == ["points"]
     assert [m.label for m in at.metric][:2] == ["Backend", "Salt buckets"]
     assert "tw_points" in set(at.dataframe[0].value["table"])
+
+
+def alert_tables(at):
+    """The Alerts page's tables, told apart by their columns."""
+    found = {}
+    for frame in (d.value for d in at.dataframe):
+        columns = set(frame.columns)
+        name = ("silences" if "matchers" in columns else "actions" if "action" in columns
+                else "notifications" if "kind" in columns and "attempts" in columns
+                else "incidents" if "resolved_at" in columns else "firing")
+        found[name] = frame
+    return found
+
+
+def test_alerts_page_shows_incidents_notifications_actions_and_silences(monkeypatch, sample):
+    url, _ = sample
+    at = open_page(monkeypatch, url, "alerts", range="7d")
+    tables = alert_tables(at)
+    assert tables["firing"]["rule"].tolist() == [FIRING_RULE]
+    assert set(tables["incidents"]["state"]) == {"firing", "resolved"}
+    assert selectbox(at, "Incident").value == tables["incidents"]["incident_id"].iloc[0]
+    assert at.query_params["incident"] == tables["incidents"]["incident_id"].iloc[0]
+    actions = tables["actions"]
+    assert actions[["action", "user", "result"]].values.tolist() == [["retrain", "alice", "ran"]]
+    assert tables["notifications"]["status"].tolist() == ["sent"]
+    assert tables["silences"]["created_by"].tolist() == ["bob"]
+
+    resolved = tables["incidents"].set_index("rule").loc[RESOLVED_RULE, "incident_id"]
+    selectbox(at, "Incident").select(resolved).run()
+    tables = alert_tables(at)
+    assert tables["notifications"]["kind"].tolist() == ["resolved", "firing"]
+    assert tables["actions"]["user"].tolist() == ["bob"]
+    assert at.query_params["incident"] == resolved
+
+
+def test_alerts_page_creates_and_expires_silences(monkeypatch, sample):
+    url, _ = sample
+    at = open_page(monkeypatch, url, "alerts", range="7d")
+    matchers = next(t for t in at.text_input if t.label == "Matchers")
+    assert matchers.value.startswith(f"rule={FIRING_RULE}")  # suggested from the selected incident
+    matchers.set_value(f"rule={FIRING_RULE}, feature=age")
+    next(t for t in at.text_input if t.label == "Created by").set_value("carol")
+    next(b for b in at.button if b.label == "Create silence").click().run()
+    assert not at.exception and not at.error
+    with open_store(url) as store:
+        created = [s for s in AlertState(store).silences() if s.created_by == "carol"]
+    assert len(created) == 1 and created[0].matchers == {"rule": FIRING_RULE, "feature": "age"}
+    silences = alert_tables(at)["silences"]
+    assert "carol" in set(silences["created_by"])
+
+    selectbox(at, "Expire a silence").select(created[0].id)
+    next(b for b in at.button if b.label == "Expire now").click().run()
+    with open_store(url) as store:
+        assert created[0].id not in {s.id for s in AlertState(store).silences()}
+        assert created[0].id in {s.id for s in AlertState(store).silences(include_expired=True)}
+
+
+def test_a_bad_silence_is_refused_with_the_field(monkeypatch, sample):
+    url, _ = sample
+    at = open_page(monkeypatch, url, "alerts", range="7d")
+    next(t for t in at.text_input if t.label == "Matchers").set_value("rule")
+    next(b for b in at.button if b.label == "Create silence").click().run()
+    assert any("matchers[0]" in e.value and "label=value" in e.value for e in at.error)
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -11,6 +11,7 @@ from tablewatch.alerts.evaluate import evaluate
 from tablewatch.alerts.rules import parse_rules
 from tablewatch.dashboard import queries
 from tablewatch.dashboard.selection import parse_params
+from tablewatch.errors import ValidationError
 from tests.dashboard.sample_data import DAY, FEATURES, HOUR, MODEL, PIPELINE, ROUTES, RUNS, TASKS
 
 
@@ -196,3 +197,31 @@ def test_task_durations_are_downsampled_keeping_the_extremes(sample_store, now):
     assert len(small) <= 10
     assert small["value"].max() == full["value"].max() and small["value"].min() == full["value"].min()
     assert bands["count"].sum() == len(full)  # bands are computed from every point
+
+
+def test_alert_state_read_back(sample_store, now):
+    firing = queries.firing_alerts(sample_store)
+    assert firing["rule"].tolist() == ["ranker-drift"] and firing["labels"].iloc[0] == f"feature=age, model={MODEL}"
+    history = queries.incidents(sample_store, now - 7 * DAY, now + 1)
+    assert history["state"].tolist() == ["firing", "resolved"]  # newest first
+    resolved = history["incident_id"].iloc[1]
+    assert queries.incident_notifications(sample_store, resolved)["kind"].tolist() == ["resolved", "firing"]
+    clicks = queries.incident_actions(sample_store)
+    assert clicks[["action", "user", "result"]].values.tolist()[0] == ["retrain", "alice", "ran"]
+
+
+def test_silence_matchers_and_durations(tmp_path):
+    assert queries.parse_matchers(" rule=etl-slow , task = extract,") == {"rule": "etl-slow", "task": "extract"}
+    with pytest.raises(ValidationError) as caught:
+        queries.parse_matchers("rule=etl-slow, task")
+    assert caught.value.field == "matchers[1]"
+    with pytest.raises(ValidationError) as caught:
+        queries.parse_matchers(" , ")
+    assert caught.value.field == "matchers"
+    with open_store(f"sqlite:///{tmp_path}/tw.db") as store:
+        with pytest.raises(ValidationError) as caught:
+            queries.add_silence(store, "rule=x", "3h")
+        assert caught.value.field == "duration"
+        silence = queries.add_silence(store, "rule=x", "1h", "dana", now=1_800_000_000.0)
+        assert silence.ends_at - silence.starts_at == 3600
+        assert queries.alerts_set_up(store)

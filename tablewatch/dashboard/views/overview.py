@@ -23,10 +23,12 @@ def body(sel: Selection, start: float, end: float) -> None:
     st.subheader("Firing alerts")
     firing = query("firing_alerts")
     if firing is None:
-        st.caption("Alerts are not set up in this installation.")
+        st.caption("No alert engine has written to this store yet (`tablewatch alerts run rules.yaml`).")
     elif len(firing):
-        st.dataframe(firing, hide_index=True, width="stretch", key="table.firing",
+        st.dataframe(firing[["state", "severity", "rule", "labels", "summary", "fired_at", "acknowledged_by", "link"]],
+                     hide_index=True, width="stretch", key="table.firing",
                      column_config={"link": st.column_config.LinkColumn("view", display_text="open")})
+        st.page_link("views/alerts.py", label="All incidents, notifications and silences", icon=":material/notifications:")
     else:
         st.success("No alert is firing.")
 
