@@ -18,8 +18,9 @@ from tablewatch.dashboard.queries import DistributionComparison
 PALETTE = qualitative.Plotly
 STATUS_COLOURS = {"success": "#2ca02c", "retry": "#ff7f0e", "failure": "#d62728", "running": "#1f77b4",
                   "queued": "#9467bd", "revoked": "#7f7f7f", "skipped": "#bcbd22"}
-#: Above this many points a trace is drawn with WebGL.
-WEBGL_POINTS = 1_000
+#: Above this many points a trace is drawn with WebGL (below it SVG draws faster, and
+#: headless or GPU-less browsers render WebGL in software).
+WEBGL_POINTS = 5_000
 _HEIGHT = 360
 
 
@@ -43,6 +44,7 @@ def task_durations(points: pd.DataFrame, bands: pd.DataFrame) -> go.Figure:
     p50..p95 band shaded, per time bucket."""
     fig = go.Figure()
     tasks = list(dict.fromkeys([*points["task"], *bands["task"]]))
+    markers = _scatter(len(points))  # thousands of SVG markers draw slower than WebGL
     for i, task in enumerate(tasks):
         colour = _colour(i)
         band = bands[bands["task"] == task]
@@ -54,7 +56,7 @@ def task_durations(points: pd.DataFrame, bands: pd.DataFrame) -> go.Figure:
                                      fillcolor=_transparent(colour)))
         dots = points[points["task"] == task]
         if len(dots):
-            fig.add_trace(_scatter(len(dots))(x=dots["ts"], y=dots["value"], name=task, legendgroup=task,
+            fig.add_trace(markers(x=dots["ts"], y=dots["value"], name=task, legendgroup=task,
                                               mode="markers", marker=dict(size=4, color=colour, opacity=0.5)))
     return _layout(fig, "Task duration (dots: attempts; line: p50; band: p50–p95)", "seconds")
 

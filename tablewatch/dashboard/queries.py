@@ -31,8 +31,11 @@ from tablewatch.store.sketches import PREDICTION, DistributionSketch
 if TYPE_CHECKING:
     from tablewatch.store import Store, TaskRun, TrainingRun
 
-#: Points per trace after server-side downsampling.
+#: Points per trace after server-side downsampling...
 MAX_POINTS_PER_TRACE = 2_000
+#: ...and per chart, when it has many traces (each keeps at least MIN_POINTS_PER_TRACE).
+MAX_POINTS_PER_CHART = 10_000
+MIN_POINTS_PER_TRACE = 200
 #: Task runs read for one page (failure rates, Gantt, failed attempts).
 MAX_TASK_RUNS = 20_000
 DURATION_METRIC = "task.duration_s"
@@ -50,6 +53,12 @@ US_PER_S = 1_000_000
 DRIFT_METHOD = DriftRule.model_fields["method"].default
 DRIFT_MIN_EFFECT = DriftRule.model_fields["min_effect"].default
 DRIFT_MIN_SAMPLES = DriftRule.model_fields["min_samples"].default
+
+
+def points_per_trace(traces: int) -> int:
+    """How many points each of ``traces`` traces of one chart keeps."""
+    share = MAX_POINTS_PER_CHART // max(traces, 1)
+    return max(MIN_POINTS_PER_TRACE, min(MAX_POINTS_PER_TRACE, share))
 
 
 def bucket_width(start: float, end: float, buckets: float = TARGET_BUCKETS) -> int:
@@ -119,11 +128,12 @@ def has_any_data(store: Store) -> bool:
 
 
 def task_durations(store: Store, pipeline: str, tasks: Sequence[str], start: float, end: float,
-                   max_points: int = MAX_POINTS_PER_TRACE, every: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   max_points: int | None = None, every: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Durations of each task's attempts (``task.duration_s``), read once per task:
 
-    - the points, downsampled per task to ``max_points`` (min/max per bucket,
-      spikes kept): columns ``task``, ``ts``, ``value``;
+    - the points, downsampled per task to ``max_points`` (default:
+      :func:`points_per_trace`; min/max per bucket, spikes kept): columns
+      ``task``, ``ts``, ``value``;
     - bands per task and time bucket: columns ``task``, ``bucket`` (the
       bucket's middle), ``count``, ``mean``, ``p50``, ``p95``. The bucket width
       (unless ``every`` is given) is the narrowest of :data:`BUCKET_WIDTHS` that
@@ -131,6 +141,7 @@ def task_durations(store: Store, pipeline: str, tasks: Sequence[str], start: flo
       :data:`POINTS_PER_BAND` attempts per bucket, so that a band means something.
     """
     point_frames, band_frames = [], []
+    max_points = max_points or points_per_trace(len(tasks))
     for task in tasks:
         ts, values, _ = store.read_arrays(DURATION_METRIC, {"pipeline": pipeline, "task": task}, _dt(start), _dt(end))
         keep = minmax_indices(ts, values, max_points)
@@ -282,12 +293,15 @@ def system_metrics(store: Store, run_ids: Sequence[str]) -> list[str]:
 
 
 def training_curves(store: Store, metric: str, run_ids: Sequence[str],
-                    max_points: int = MAX_POINTS_PER_TRACE) -> pd.DataFrame:
-    """``metric`` of each run, downsampled per run (spikes kept): columns
+                    max_points: int | None = None) -> pd.DataFrame:
+    """``metric`` of each run, downsampled per run to ``max_points`` (default:
+    :func:`points_per_trace`; spikes kept): columns
     ``run``, ``step`` (the step, else the point's index), ``ts``, ``value``. A
     run with several series of the metric (other tags) gets one per series."""
     frames = []
-    for series in store.find_series(metric, run=list(run_ids)):
+    found = store.find_series(metric, run=list(run_ids))
+    max_points = max_points or points_per_trace(len(found))
+    for series in found:
         frame = store.read_points(metric, series.tags, max_points=max_points)
         steps = frame["step"].astype("float64")
         if steps.isna().all():

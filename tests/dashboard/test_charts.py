@@ -44,6 +44,6 @@ def test_training_drift_and_store_charts(sample_store, sample):
 
 
 def test_large_traces_use_webgl():
-    frame = pd.DataFrame({"run": "r", "step": range(5000), "ts": pd.Timestamp(0, tz="UTC"), "value": 1.0})
+    frame = pd.DataFrame({"run": "r", "step": range(charts.WEBGL_POINTS + 1), "ts": pd.Timestamp(0, tz="UTC"), "value": 1.0})
     assert charts.training_curves(frame, "loss").data[0].type == "scattergl"
     assert charts.training_curves(frame.head(10), "loss").data[0].type == "scatter"

@@ -225,3 +225,9 @@ def test_silence_matchers_and_durations(tmp_path):
         silence = queries.add_silence(store, "rule=x", "1h", "dana", now=1_800_000_000.0)
         assert silence.ends_at - silence.starts_at == 3600
         assert queries.alerts_set_up(store)
+
+
+def test_points_per_trace_share_a_chart_budget():
+    assert queries.points_per_trace(1) == queries.MAX_POINTS_PER_TRACE
+    assert queries.points_per_trace(20) == queries.MAX_POINTS_PER_CHART // 20
+    assert queries.points_per_trace(1000) == queries.MIN_POINTS_PER_TRACE
