@@ -194,9 +194,8 @@ def run() -> list[Result]:
             results += server_side(store, now)
         if os.path.exists(CHROMIUM):
             results += browser(url, now)
-        load = os.getloadavg()[0]
-        results.append(Result(SECTION, "load average of this machine at the end (2 cores)", load, "",
-                              note="figures above scale with it"))
         else:
             results.append(Result(SECTION, "Chromium timings skipped: /usr/bin/chromium is missing", 0, "s"))
+        results.append(Result(SECTION, "load average of this machine at the end (2 cores)", os.getloadavg()[0], "",
+                              note="the figures above grow with it"))
         return results
