@@ -5,6 +5,7 @@ state. Pages read widgets, call :func:`query` and render; nothing else.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -81,8 +82,9 @@ def clear_cache() -> None:
 
 
 def now() -> float:
-    """The current time rounded down to the cache period."""
-    return float(int(time.time()) // CACHE_TTL_S * CACHE_TTL_S)
+    """The current time rounded up to the cache period (so that reruns share
+    cached results, and a range ending "now" still holds what just arrived)."""
+    return float(math.ceil(time.time() / CACHE_TTL_S) * CACHE_TTL_S)
 
 
 # -- the selection, kept in the URL --------------------------------------------------------

@@ -58,6 +58,13 @@ def test_tasks_page(monkeypatch, sample):
     assert {n for n in charts(at)["chart.task_durations"] if " " not in n} == {"load"}
     assert at.query_params["task"] == "load"
 
+    selectbox(at, "Pipeline").select("hourly-features").run()  # other tasks, other runs
+    assert not at.exception
+    assert selectbox(at, "Task").value == "(all tasks)"
+    assert not at.info, [i.value for i in at.info]
+    assert {n for n in charts(at)["chart.task_durations"] if " " not in n} == {"compute"}
+    assert at.query_params["pipeline"] == "hourly-features" and "task" not in at.query_params
+
 
 def test_tasks_page_restores_the_selection_from_the_url(monkeypatch, sample):
     url, filled = sample
@@ -82,7 +89,7 @@ def test_training_page(monkeypatch, sample):
 
 def test_serving_page(monkeypatch, sample):
     url, _ = sample
-    at = open_page(monkeypatch, url, "serving", model=MODEL)
+    at = open_page(monkeypatch, url, "serving", model=MODEL, range="7d")
     found = charts(at)
     assert set(found) == {"chart.latency", "chart.throughput", "chart.error_rate"}
     assert set(found["chart.throughput"]) == set(ROUTES)
