@@ -100,7 +100,7 @@ def _training(store: Store, now: float, rng: np.random.Generator) -> None:
         steps = np.arange(3000)
         ts = started + steps * 2.0
         loss = np.exp(-steps * lr / 20) + 0.3 + rng.normal(0, 0.02, len(steps))
-        loss[1500] += 1.5  # a spike that downsampling must keep
+        loss[1000 + 500 * k] += 1.5  # a spike that downsampling must keep
         auc_steps = steps[::100]
         auc = 0.95 - 0.4 * np.exp(-auc_steps * lr / 20)
         tags = {"run": run_id, "run_name": MODEL}

@@ -67,7 +67,7 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1900})
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     yield page
     context.close()
@@ -125,6 +125,7 @@ def wait_for_param(page, name: str, value: str, timeout_s: float = 15) -> None:
 
 
 def test_tasks_page_in_chromium(server, page, screenshots):
+    page.set_viewport_size({"width": 1400, "height": 1750})  # the whole page in the screenshot
     page.goto(f"{server}/tasks?pipeline={PIPELINE}&range=7d")
     durations = chart_traces(page, "chart.task_durations")
     assert {name for name in durations if " " not in name} == set(TASKS)
@@ -142,6 +143,7 @@ def test_tasks_page_in_chromium(server, page, screenshots):
 
 
 def test_drift_page_in_chromium(server, page, screenshots):
+    page.set_viewport_size({"width": 1400, "height": 1320})
     page.goto(f"{server}/drift?model={MODEL}&feature=age")
     scores = chart_traces(page, "chart.drift_scores")
     assert {name for name in scores if "threshold" not in name} == set(FEATURES)
@@ -163,6 +165,7 @@ def test_drift_page_in_chromium(server, page, screenshots):
 
 
 def test_training_page_in_chromium(server, page, screenshots):
+    page.set_viewport_size({"width": 1400, "height": 1520})
     page.goto(f"{server}/training?model={MODEL}&range=7d")
     curves = chart_traces(page, "chart.curve.train.loss")
     assert len(curves) == 3
