@@ -32,37 +32,34 @@ def body(sel: Selection, start: float, end: float) -> None:
     else:
         st.success("No alert is firing.")
 
-    left, right = st.columns(2)
-    with left:
-        st.subheader("Pipelines")
-        pipelines = query("pipeline_summaries", start, end)
-        if pipelines:
-            st.dataframe(pd.DataFrame([{
-                "pipeline": p.pipeline, "tasks": p.tasks, "attempts": p.attempts, "failures": p.failures,
-                "retries": p.retries, "failure rate": p.failure_rate, "p95 duration (s)": p.p95_duration_s,
-                "duration trend": list(p.sparkline), "last run": p.last_run,
-                "link": f"/tasks?pipeline={p.pipeline}",
-            } for p in pipelines]), hide_index=True, width="stretch", key="table.pipelines", column_config={
-                "duration trend": st.column_config.LineChartColumn("mean duration"),
-                "failure rate": st.column_config.ProgressColumn("failure rate", format="percent", min_value=0, max_value=1),
-                "link": st.column_config.LinkColumn("view", display_text="tasks"),
-            })
-        else:
-            st.caption("No task runs yet.")
-    with right:
-        st.subheader("Models")
-        models = query("model_summaries", start, end)
-        if models:
-            st.dataframe(pd.DataFrame([{
-                "model": m.model, "kind": m.kind, "figure": m.figure, "value": m.value, "trend": list(m.sparkline),
-                "detail": m.detail,
-                "link": f"/{'serving' if m.kind == 'serving' else 'training'}?model={m.model}",
-            } for m in models]), hide_index=True, width="stretch", key="table.models", column_config={
-                "trend": st.column_config.LineChartColumn("trend"),
-                "link": st.column_config.LinkColumn("view", display_text="open"),
-            })
-        else:
-            st.caption("No models served or trained yet.")
+    st.subheader("Pipelines")
+    pipelines = query("pipeline_summaries", start, end)
+    if pipelines:
+        st.dataframe(pd.DataFrame([{
+            "pipeline": p.pipeline, "tasks": p.tasks, "attempts": p.attempts, "failures": p.failures,
+            "retries": p.retries, "failure rate": p.failure_rate, "p95 duration (s)": p.p95_duration_s,
+            "duration trend": list(p.sparkline), "last run": p.last_run,
+            "link": f"/tasks?pipeline={p.pipeline}",
+        } for p in pipelines]), hide_index=True, width="stretch", key="table.pipelines", column_config={
+            "duration trend": st.column_config.LineChartColumn("mean duration"),
+            "failure rate": st.column_config.ProgressColumn("failure rate", format="percent", min_value=0, max_value=1),
+            "link": st.column_config.LinkColumn("view", display_text="tasks"),
+        })
+    else:
+        st.caption("No task runs yet.")
+    st.subheader("Models")
+    models = query("model_summaries", start, end)
+    if models:
+        st.dataframe(pd.DataFrame([{
+            "model": m.model, "kind": m.kind, "figure": m.figure, "value": m.value, "trend": list(m.sparkline),
+            "detail": m.detail,
+            "link": f"/{'serving' if m.kind == 'serving' else 'training'}?model={m.model}",
+        } for m in models]), hide_index=True, width="stretch", key="table.models", column_config={
+            "trend": st.column_config.LineChartColumn("trend"),
+            "link": st.column_config.LinkColumn("view", display_text="open"),
+        })
+    else:
+        st.caption("No models served or trained yet.")
 
     st.subheader("Recent failures")
     failures = query("recent_failures", start, end)
