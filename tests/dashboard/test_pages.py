@@ -211,3 +211,11 @@ def test_a_bad_parameter_is_reported_and_ignored(monkeypatch, sample):
     assert selectbox(at, "Time range").value == "24h"
     assert selectbox(at, "Pipeline").value == PIPELINE
 
+
+
+def test_auto_refresh_reruns_the_page_body(monkeypatch, sample):
+    url, _ = sample
+    at = open_page(monkeypatch, url, "serving", model=MODEL)
+    selectbox(at, "Auto-refresh").select("10 s").run()
+    assert not at.exception
+    assert "chart.latency" in charts(at)
