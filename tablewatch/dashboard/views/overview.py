@@ -3,7 +3,7 @@ with sparklines, and when the last data arrived."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pandas as pd
 import streamlit as st
