@@ -15,7 +15,7 @@ import streamlit as st
 
 from tablewatch.dashboard import queries
 from tablewatch.dashboard.selection import RANGES, Selection, format_time, parse_params, parse_time
-from tablewatch.errors import TablewatchError, ValidationError
+from tablewatch.errors import StoreUnavailable, TablewatchError, ValidationError
 from tablewatch.store import Store, open_store
 
 #: Query results are reused for this long (seconds), and "now" is rounded to it
@@ -203,6 +203,9 @@ def run_page(title: str, body: Callable[[Selection, float, float], None]) -> Non
     @st.fragment(run_every=interval)
     def refreshed() -> None:
         start, end = sel.window(now())
-        body(sel, start, end)
+        try:
+            body(sel, start, end)
+        except StoreUnavailable as error:  # the page stays up and tries again at the next refresh
+            st.error(f"The store is unavailable: {error}")
 
     refreshed()

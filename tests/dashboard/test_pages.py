@@ -219,3 +219,9 @@ def test_auto_refresh_reruns_the_page_body(monkeypatch, sample):
     selectbox(at, "Auto-refresh").select("10 s").run()
     assert not at.exception
     assert "chart.latency" in charts(at)
+
+
+def test_an_unreachable_store_is_reported_not_raised(monkeypatch, tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    at = open_page(monkeypatch, f"sqlite:///{tmp_path / 'a-file' / 'tw.db'}", "tasks")
+    assert any("Cannot read the store" in e.value for e in at.error)
