@@ -148,13 +148,43 @@ def task_durations(store: Store, pipeline: str, tasks: Sequence[str], start: flo
         point_frames.append(pd.DataFrame({"task": task, "ts": pd.to_datetime(ts[keep], unit="us", utc=True),
                                           "value": values[keep]}))
         width = every or bucket_width(start, end, len(ts) / POINTS_PER_BAND)
-        bands = aggregate(ts, values, width * US_PER_S)
-        bands["bucket"] += pd.Timedelta(seconds=width / 2)  # drawn at the bucket's middle, among its attempts
-        band_frames.append(bands.assign(task=task)[["task", "bucket", "count", "mean", "p50", "p95"]])
+        band_frames.append(duration_bands(ts, values, width).assign(task=task))
     points = _concat(point_frames, {"task": str, "ts": "datetime64[us, UTC]", "value": float})
-    bands = _concat(band_frames, {"task": str, "bucket": "datetime64[us, UTC]", "count": int, "mean": float,
+    bands = _concat([frame[["task", "bucket", "count", "mean", "p50", "p95"]] for frame in band_frames], {"task": str, "bucket": "datetime64[us, UTC]", "count": int, "mean": float,
                                   "p50": float, "p95": float})
     return points, bands
+
+
+def duration_bands(ts: np.ndarray, values: np.ndarray, width_s: int) -> pd.DataFrame:
+    """Per bucket of ``width_s`` seconds (aligned on the epoch) of time-sorted
+    points: ``bucket`` (its middle), ``count``, ``mean``, ``p50``, ``p95`` of the
+    finite values, with the store's quantile rule (linear between order
+    statistics, as ``Store.aggregate``). Faster than it on sorted input: the
+    buckets are already in order, so one stable sort by value and one radix sort
+    by bucket replace a two-key sort."""
+    keep = np.isfinite(values)
+    ts, values = ts[keep], values[keep]
+    columns = ["bucket", "count", "mean", "p50", "p95"]
+    if not len(ts):
+        return pd.DataFrame({"bucket": pd.to_datetime(np.array([], dtype="datetime64[us]"), utc=True),
+                             **{name: np.array([], dtype=np.float64) for name in columns[1:]}})
+    ids = ts // (width_s * US_PER_S)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    counts = np.diff(np.r_[starts, len(ids)])
+    group = np.repeat(np.arange(len(starts), dtype=np.int64), counts)
+    by_value = np.argsort(values, kind="stable")
+    group_type = np.int16 if len(starts) < 2**15 else np.int64  # 16-bit keys sort by radix
+    order = by_value[np.argsort(group[by_value].astype(group_type), kind="stable")]
+    ordered = values[order]
+    result = {"count": counts, "mean": np.add.reduceat(values, starts) / counts}
+    for name, q in (("p50", 0.50), ("p95", 0.95)):
+        position = starts + q * (counts - 1)
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, starts + counts - 1)
+        fraction = position - low
+        result[name] = ordered[low] * (1 - fraction) + ordered[high] * fraction
+    middle = (ids[starts] * width_s * US_PER_S + width_s * US_PER_S // 2).astype("datetime64[us]")
+    return pd.DataFrame({"bucket": pd.to_datetime(middle, utc=True), **result})[columns]
 
 
 def retries_per_day(store: Store, pipeline: str, tasks: Sequence[str], start: float, end: float) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from tablewatch.alerts.rules import parse_rules
 from tablewatch.dashboard import queries
 from tablewatch.dashboard.selection import parse_params
 from tablewatch.errors import ValidationError
+from tablewatch.store.downsample import aggregate
 from tests.dashboard.sample_data import DAY, FEATURES, HOUR, MODEL, PIPELINE, ROUTES, RUNS, TASKS
 
 
@@ -231,3 +232,17 @@ def test_points_per_trace_share_a_chart_budget():
     assert queries.points_per_trace(1) == queries.MAX_POINTS_PER_TRACE
     assert queries.points_per_trace(20) == queries.MAX_POINTS_PER_CHART // 20
     assert queries.points_per_trace(1000) == queries.MIN_POINTS_PER_TRACE
+
+
+def test_duration_bands_agree_with_the_store_aggregate():
+    rng = np.random.default_rng(3)
+    ts = np.sort(rng.integers(0, 30 * DAY * 1_000_000, 20_000))
+    values = rng.lognormal(2, 0.5, len(ts))
+    values[::97] = np.nan
+    values[5] = values[6]  # ties
+    bands = queries.duration_bands(ts, values, 3 * HOUR)
+    expected = aggregate(ts, values, 3 * HOUR * 1_000_000)
+    assert len(bands) == len(expected)
+    assert (bands["bucket"] - expected["bucket"] == pd.Timedelta(seconds=1.5 * HOUR)).all()
+    for column in ("count", "mean", "p50", "p95"):
+        assert np.allclose(bands[column], expected[column]), column
