@@ -216,11 +216,11 @@ def cmd_silence_list(args: argparse.Namespace) -> int:
     with open_store(args.store) as store:
         silences = AlertState(store).silences(include_expired=args.all)
     now = time.time()
-    print(f"{'id':<14} {'ends (UTC)':<20} {'state':<8} {'by':<12} matchers / comment")
+    print(f"{'id':<16} {'ends (UTC)':<20} {'state':<8} {'by':<12} matchers / comment")
     for s in silences:
         matchers = ",".join(f"{k}={v}" for k, v in sorted(s.matchers.items()))
         state = "active" if s.starts_at <= now < s.ends_at else ("expired" if s.ends_at <= now else "pending")
-        print(f"{s.id:<14} {_utc(s.ends_at):<20} {state:<8} {s.created_by:<12} {matchers}"
+        print(f"{s.id:<16} {_utc(s.ends_at):<20} {state:<8} {s.created_by:<12} {matchers}"
               f"{'  # ' + s.comment if s.comment else ''}")
     return 0
 

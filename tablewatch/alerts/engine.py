@@ -127,10 +127,17 @@ class Engine:
         current = defaultdict(dict)
         for alert in self.state.alerts():
             current[alert.rule][alert.fingerprint] = alert
+        self._forget_removed_rules(current, started)
         last_evaluated = self.state.rule_evaluations()
         reads = self._cycle_reads()
+        renewed = started
         for rule in self.rules.rules:
             now = self.clock()
+            if now - renewed > self.lease_ttl_s / 3:  # a long cycle must not let the lease lapse under it
+                if not self.state.acquire_lease(self.runner, now, self.lease_ttl_s):
+                    log.warning("runner %s lost the lease mid-cycle; standing by", self.runner)
+                    return CycleReport(started, self.clock(), self.runner, "standby", evaluated, errors, enqueued)
+                renewed = now
             if now < self.next_due(rule, last_evaluated.get(rule.name)):
                 continue
             try:
@@ -145,8 +152,6 @@ class Engine:
             else:
                 enqueued += self._alerts(rule, observations, current[rule.name], now)
             self.state.set_rule_evaluated(rule.name, now)
-            # a long cycle must not let the lease lapse under us
-            self.state.acquire_lease(self.runner, self.clock(), self.lease_ttl_s)
         report = self.delivery.deliver()
         ended = self.clock()
         self.state.record_cycle({"started_at": started, "ended_at": ended, "rules": evaluated, "errors": errors,
@@ -196,6 +201,15 @@ class Engine:
         except Exception:
             due = now + self.every_s
         return max(0.2, min(self.every_s, due - now))
+
+    def _forget_removed_rules(self, current: dict[str, dict[str, AlertRecord]], now: float) -> None:
+        """Alerts of a rule no longer in the file end (resolved, not notified)."""
+        names = {rule.name for rule in self.rules.rules}
+        for name in [n for n in current if n not in names]:
+            for alert in current.pop(name).values():
+                if alert.state != "resolved":
+                    self.state.save_incident(replace(alert, state="resolved", resolved_at=now))
+                self.state.drop_alert(alert.fingerprint)
 
     # -- silences from the rules file ------------------------------------------------------
 

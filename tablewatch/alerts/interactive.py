@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -96,7 +97,7 @@ class AlertRoutes:
             click = _parse_click(body)
         except _BadPayload as e:
             return _error(400, e.field, e.problem)
-        record = self.state.notification(click["value"])
+        record = await run_in_threadpool(self.state.notification, click["value"])
         if record is None:
             return _error(400, "actions[0].value", f"no such message: {click['value']!r}")
         return Response(status_code=200, background=BackgroundTask(self.handle_click, record, click))
@@ -117,8 +118,8 @@ class AlertRoutes:
             result, detail = self._retrain(record, incidents, click)
             if action_id == TRAIN:
                 for incident in incidents:
-                    self.state.update_incident(incident.incident_id, state="resolved", resolved_at=now,
-                                               acknowledged_by=user, acknowledged_at=now)
+                    self.state.acknowledge(incident.incident_id, user, now)
+                    self.state.update_incident(incident.incident_id, state="resolved", resolved_at=now)
         elif action_id == SNOOZE:
             until = now + SNOOZE_S
             for incident in incidents:
@@ -128,12 +129,12 @@ class AlertRoutes:
             result, detail = "snoozed", f"until {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(until))}"
         elif action_id == ACKNOWLEDGE:
             for incident in incidents:
-                self.state.update_incident(incident.incident_id, acknowledged_by=user, acknowledged_at=now)
+                self.state.acknowledge(incident.incident_id, user, now)
             result = "acknowledged"
         elif action_id == NOPE:
             for incident in incidents:
-                self.state.update_incident(incident.incident_id, state="resolved", resolved_at=now,
-                                           acknowledged_by=user, acknowledged_at=now)
+                self.state.acknowledge(incident.incident_id, user, now)
+                self.state.update_incident(incident.incident_id, state="resolved", resolved_at=now)
             result = "declined"
         for incident in incidents or [None]:
             self.state.record_action(ActionRecord(incident.incident_id if incident else (record.incident_id or ""),
@@ -231,7 +232,7 @@ class AlertRoutes:
             return _error(400, e.field, e.problem)
         fallback, blocks = render_note(note.text, note.fields, title=note.title, severity=note.severity)
         record = new_note(fallback, channel=note.channel, blocks=blocks, created_at=self.clock())
-        self.state.enqueue(record)
+        await run_in_threadpool(self.state.enqueue, record)
         return JSONResponse({"id": record.id, "status": "queued"}, status_code=202,
                             background=BackgroundTask(self.deliver))
 

@@ -569,9 +569,10 @@ class RuleFile(_Model):
 # -- loading ---------------------------------------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. YAML 1.1 also reads ``on``, ``off``,
-    ``yes``, ``no`` as booleans, which would turn the key ``on:`` into True."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """A safe loader (libyaml's when PyYAML has it) with YAML 1.2 booleans:
+    only true/false. YAML 1.1 also reads ``on``, ``off``, ``yes``, ``no`` as
+    booleans, which would turn the key ``on:`` into True."""
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -595,14 +596,18 @@ def load_rules(path: str | Path) -> RuleFile:
 
 def parse_rules(text: str, source: str = "<string>") -> RuleFile:
     """Validate the YAML text of a rules file (``source`` names it in errors)."""
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f"{mark.line + 1}:" if mark is not None else ""
         raise RuleError([f"{source}:{line} invalid YAML: {e.problem or e}"]) from e
     except yaml.YAMLError as e:
         raise RuleError([f"{source}: invalid YAML: {e}"]) from e
+    finally:
+        loader.dispose()
     if node is None:
         raise RuleError([f"{source}:1: rules: is required (the file is empty)"])
     lines: dict[tuple[Any, ...], int] = {}
@@ -610,7 +615,6 @@ def parse_rules(text: str, source: str = "<string>") -> RuleFile:
     _index_lines(node, (), lines, duplicates, source)
     if duplicates:
         raise RuleError(duplicates)
-    data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader)
     if not isinstance(data, dict):
         raise RuleError([f"{source}:1: the file must be a mapping with rules: (got {type(data).__name__})"])
     located = _Locator(source, lines, data)

@@ -11,6 +11,7 @@ Table API so that it works on every backend (``sqlite://``, ``bigtable://``,
     outbox/<created ms>/<id>              messages Slack has not accepted yet, oldest first
     claim/<key>                           "done once" markers taken with check_and_set
     action/<incident id>/<ms>/<nonce>     every button click and what it did
+    ack/<incident id>                     who acknowledged an incident (apart: the engine rewrites alerts)
     silence/<id>                          silences (label matchers + an end time)
     lease/<name>                          the runner lease (who evaluates and notifies)
     rule/<name>                           when a rule was last evaluated (its schedule)
@@ -243,14 +244,26 @@ class AlertState:
 
     def alert(self, fp: str) -> AlertRecord | None:
         data = self._get(f"alert/{fp}".encode())
-        return _from_dict(AlertRecord, data) if data else None
+        return self._with_acks([_from_dict(AlertRecord, data)])[0] if data else None
+
+    def acknowledge(self, incident_id: str, user: str, at: float) -> None:
+        """Record that ``user`` acknowledged an incident. Kept in a row of its
+        own, so that the engine rewriting the alert each cycle never loses it."""
+        self._put((f"ack/{incident_id}".encode(), {"acknowledged_by": user, "acknowledged_at": at}))
+
+    def _with_acks(self, records: list[AlertRecord]) -> list[AlertRecord]:
+        if not records:
+            return records
+        rows = self._table.read_rows([f"ack/{r.incident_id}".encode() for r in records])
+        acks = {row.key[len(b"ack/"):].decode(): json.loads(row.value(FAMILY, QUALIFIER)) for row in rows}
+        return [replace(r, **acks[r.incident_id]) if r.incident_id in acks else r for r in records]
 
     def alerts(self, states: Iterable[str] | None = None) -> list[AlertRecord]:
         """The current state of every alert the engine tracks (rule + labels)."""
         wanted = set(states) if states is not None else None
         if wanted is not None and not wanted <= set(STATES):
             raise ValidationError("states", sorted(wanted), f"must be among {', '.join(STATES)}")
-        records = [_from_dict(AlertRecord, data) for _, data in self._scan(b"alert/")]
+        records = self._with_acks([_from_dict(AlertRecord, data) for _, data in self._scan(b"alert/")])
         return sorted((r for r in records if wanted is None or r.state in wanted),
                       key=lambda r: (r.rule, sorted(r.labels.items())))
 
@@ -259,7 +272,7 @@ class AlertState:
             data = self._get(self._incident_key(incident_id))
         except (IndexError, ValueError):
             return None
-        return _from_dict(AlertRecord, data) if data else None
+        return self._with_acks([_from_dict(AlertRecord, data)])[0] if data else None
 
     def incidents(self, start: float | None = None, end: float | None = None, limit: int = 200) -> list[AlertRecord]:
         """Incidents, newest first (by ``active_at``), with ``start <= active_at < end``."""
@@ -270,11 +283,11 @@ class AlertState:
         if start is not None:
             stop = f"incident/{_MAX_MS - int(start * 1000) + 1:013d}".encode()
         rows = self._table.scan(begin, stop, limit=limit)
-        return [_from_dict(AlertRecord, json.loads(row.value(FAMILY, QUALIFIER))) for row in rows]
+        return self._with_acks([_from_dict(AlertRecord, json.loads(row.value(FAMILY, QUALIFIER))) for row in rows])
 
     def update_incident(self, incident_id: str, **changes: Any) -> AlertRecord | None:
         """Change an incident (and the current alert, if it is still this
-        incident): acknowledgements and snoozes from Slack."""
+        incident): snoozes and answered questions from Slack."""
         record = self.incident(incident_id)
         if record is None:
             return None

@@ -99,9 +99,10 @@ from tablewatch.store.table import (
 EMULATOR_ENV = "BIGTABLE_EMULATOR_HOST"
 URL_OPTIONS = ("app_profile", "emulator_host", "table_prefix", "timeout_s")
 DEFAULT_TIMEOUT_S = 10.0
-#: Table names are portable across backends (the SQLite rule); the full
-#: Bigtable id (prefix + name) must also fit Bigtable's 50 characters.
-TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+#: Table names are portable across backends (the SQLite rule: "." and "-"
+#: too, for the HBase Thrift gateway's PREFIX.NAME); the full Bigtable id
+#: (prefix + name) must also fit Bigtable's 50 characters.
+TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 TABLE_PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 FAMILY_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 MAX_TABLE_ID = 50
@@ -318,7 +319,7 @@ class BigtableBackend:
 
     def _check_table_name(self, name: str) -> None:
         if not isinstance(name, str) or not TABLE_NAME_RE.match(name):
-            raise ValidationError("table name", name, "must match [A-Za-z_][A-Za-z0-9_]{0,62}")
+            raise ValidationError("table name", name, "must match [A-Za-z_][A-Za-z0-9_.-]{0,62}")
         if len(self.table_prefix) + len(name) > MAX_TABLE_ID:
             raise ValidationError(
                 "table name", name, f"with table_prefix {self.table_prefix!r} is over Bigtable's {MAX_TABLE_ID} characters"

@@ -4,8 +4,12 @@ HBase's Thrift v1 API (the ``hbase thrift`` server; port 9090 by default).
 Options:
 
 ``table_prefix``
-    tables are named ``PREFIX_NAME`` (happybase's ``table_prefix``), so several
-    stores can share one HBase; ``ns:prefix`` puts them in an HBase namespace.
+    tables are named ``PREFIX.NAME`` (happybase's ``table_prefix`` with the
+    separator ``.``), so several stores can share one HBase; ``ns:prefix`` puts
+    them in an HBase namespace. Table names never contain a ``.``, so a store
+    lists only its own tables: ``tw_meta`` of an unprefixed store is not
+    ``meta`` of the store prefixed ``tw`` (``tw.meta``), and an unprefixed store
+    does not list ``tw.meta``.
 ``transport`` = ``buffered`` | ``framed``, ``protocol`` = ``binary`` | ``compact``
     must match the Thrift server's: ``hbase thrift start`` is buffered/binary;
     its ``-hsha``, ``-nonblocking`` and ``-threadedselector`` modes are framed.
@@ -38,6 +42,9 @@ How the Table API maps onto HBase through Thrift v1:
   region. Pre-split them from the HBase shell (see the README).
 - ``compact()`` asks HBase for a major compaction (which runs in the
   background) and returns 0; ``sample_row_keys()`` returns region start keys.
+- ``check_and_set`` is Thrift v1 ``checkAndPut``, sent once: the cell gets the
+  server's clock (the call carries no timestamp), and an absent or empty
+  expected value matches a missing cell or an empty one (HBase's rule).
 
 Errors: an unreachable server, a timeout, a dropped connection or an HBase-side
 ``IOError`` raise :class:`~tablewatch.errors.StoreUnavailable` naming the URL;
@@ -104,7 +111,10 @@ URL_OPTIONS = ("pool_size", "protocol", "table_prefix", "timeout_s", "transport"
 UNLIMITED_VERSIONS = 2**31 - 1
 #: ``TTL`` meaning "forever" (HBase's HConstants.FOREVER).
 FOREVER_TTL_S = 2**31 - 1
+#: A table name: no "." (the prefix separator), so that names are unambiguous.
 TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+#: Between a table prefix and a table name (a character table names never hold).
+TABLE_PREFIX_SEPARATOR = b"."
 FAMILY_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 TABLE_PREFIX_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*:)?[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 READ_BATCH_ROWS = 256
@@ -229,27 +239,33 @@ class HBaseBackend:
                     # The pool opens its first connection now: a wrong host fails here.
                     self._pool = happybase.ConnectionPool(
                         o.pool_size, host=o.host, port=o.port, timeout=int(o.timeout_s * 1000),
-                        table_prefix=o.table_prefix, transport=o.transport, protocol=o.protocol,
+                        table_prefix=o.table_prefix, table_prefix_separator=TABLE_PREFIX_SEPARATOR,
+                        transport=o.transport, protocol=o.protocol,
                     )
                 except (TException, OSError) as e:
                     raise self._unavailable("connect", e) from e
             return self._pool
 
     def _call(self, action: str, fn: Callable[[happybase.Connection], T], *, table: str | None = None,
-              retry: bool = True) -> T:
+              idempotent: bool = True) -> T:
         """Run ``fn`` with a pooled connection, turning Thrift and socket errors
-        into tablewatch errors. ``retry=False``: never sent twice (a call that
-        is not idempotent, whose first attempt may have been applied)."""
+        into tablewatch errors. ``idempotent=False``: ``fn`` is never sent
+        twice (its first attempt may have been applied); a connection that sat
+        in the pool is probed with a read first, so that one the server
+        dropped while idle is still replaced."""
         thrift = _thrift_types()
         for attempt in (1, 2):
             pool = self._open_pool()
-            reused = False
+            reused = sent = False
             try:
                 with pool.connection(timeout=self.options.timeout_s) as connection:
                     key = id(connection)
                     self._connections[key] = connection
                     reused = self._healthy.get(key) == id(connection.transport)
                     try:
+                        if reused and not idempotent:
+                            connection.client.getTableNames()  # HBase's Thrift v1 has no ping
+                        sent = True
                         result = fn(connection)
                     except (TException, OSError):
                         self._healthy.pop(key, None)
@@ -270,7 +286,7 @@ class HBaseBackend:
                               f"was free within {self.options.timeout_s:g} s",
                 ) from e
             except (TException, OSError) as e:
-                if attempt == 1 and reused and retry and not _is_timeout(e):
+                if attempt == 1 and reused and (idempotent or not sent) and not _is_timeout(e):
                     continue  # the server dropped this idle connection: once more, on a fresh one
                 raise self._unavailable(action, e) from e
         raise AssertionError("unreachable")
@@ -341,8 +357,13 @@ class HBaseBackend:
         self._infos.pop(name, None)
 
     def list_tables(self) -> list[str]:
+        """This store's tables: with a prefix, those named ``PREFIX.NAME``
+        (happybase keeps them and strips the prefix); without one, those with
+        no prefix. Either way, what is left must be a table name: another
+        store's ``PREFIX.NAME``, ``PREFIX.SUB.NAME`` or ``ns:NAME`` is not."""
         names = self._call("list tables", lambda c: c.tables())
-        return sorted(n.decode() if isinstance(n, bytes) else n for n in names)
+        decoded = (n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names)
+        return sorted(n for n in decoded if TABLE_NAME_RE.match(n))
 
     def table_info(self, name: str) -> TableInfo:
         info = self._infos.get(name)
@@ -520,7 +541,8 @@ class HBaseTable(ScanByRanges):
             table_name = connection._table_name(self.name)
             return bool(connection.client.checkAndPut(table_name, key, column, check, put, {}))
 
-        return self.backend._call(f"check and set in {self.name}", check_and_put, table=self.name, retry=False)
+        return self.backend._call(f"check and set in {self.name}", check_and_put, table=self.name,
+                                  idempotent=False)
 
     # -- reads -------------------------------------------------------------------------
 

@@ -53,7 +53,9 @@ from tablewatch.store.table import (
     normalize_columns,
 )
 
-TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+#: A table name: what HBase and Bigtable both accept ("." and "-" too: the
+#: HBase Thrift gateway serves names such as ``PREFIX.NAME``).
+TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 FAMILY_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 SYNCHRONOUS_MODES = ("off", "normal", "full")
 SCAN_PAGE_CELLS = 4096
@@ -179,7 +181,7 @@ class SQLiteBackend:
         self, name: str, families: Mapping[str, GCPolicy], *, split_keys: Sequence[bytes] = ()
     ) -> None:
         if not TABLE_NAME_RE.match(name):
-            raise ValidationError("table name", name, "must match [A-Za-z_][A-Za-z0-9_]{0,62}")
+            raise ValidationError("table name", name, "must match [A-Za-z_][A-Za-z0-9_.-]{0,62}")
         if not families:
             raise ValidationError("families", families, "a table needs at least one column family")
         for family in families:

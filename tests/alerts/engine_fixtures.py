@@ -10,6 +10,10 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
+from tests.alerts.slack_standin import SlackStandIn
+
 
 class FakeClock:
     """Epoch seconds that move only when told to."""
@@ -71,3 +75,11 @@ def click_payload(action_id: str, value: str, user: str = "U123", response_url: 
     if response_url:
         payload["response_url"] = response_url
     return payload
+
+
+@pytest.fixture
+def slack():
+    """A Slack stand-in on a free loopback port (import this fixture)."""
+    standin = SlackStandIn().start()
+    yield standin
+    standin.stop()

@@ -28,8 +28,7 @@ from tablewatch.alerts.detectors import sketch_of
 from tablewatch.alerts.state import AlertState
 from tablewatch.store import TaskRun, TrainingRun, open_store
 from tablewatch.store.sketches import SketchRecord
-from tests.alerts.engine_fixtures import click_payload, signed_click
-from tests.alerts.slack_standin import SlackStandIn
+from tests.alerts.engine_fixtures import click_payload, signed_click, slack  # noqa: F401 (fixture)
 from tests.store.bigtable_emulator import free_port
 
 H, DAY = 3600, 86400
@@ -88,13 +87,6 @@ def fill(store, now: float, *, slow: bool = True, drift: bool = True) -> None:
 def recover(store, now: float) -> None:
     """The same runs and windows, rewritten as they should have been."""
     fill(store, now, slow=False, drift=False)
-
-
-@pytest.fixture
-def slack():
-    standin = SlackStandIn().start()
-    yield standin
-    standin.stop()
 
 
 @pytest.fixture

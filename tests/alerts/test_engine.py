@@ -9,9 +9,7 @@ from tablewatch.alerts.engine import Engine
 from tablewatch.alerts.rules import parse_rules
 from tablewatch.alerts.slack import WebAPINotifier
 from tablewatch.alerts.state import AlertState
-from tablewatch.store import open_store
-from tests.alerts.engine_fixtures import FakeClock, Obs, Script
-from tests.alerts.slack_standin import SlackStandIn
+from tests.alerts.engine_fixtures import FakeClock, Obs, Script, slack  # noqa: F401 (fixture)
 
 RULES = """
 dashboard_url: http://dash.local:8501
@@ -35,19 +33,6 @@ rules:
     on: [success, failure]
     every: 60
 """
-
-
-@pytest.fixture
-def store(tmp_path):
-    with open_store(f"sqlite:///{tmp_path}/tw.db") as store:
-        yield store
-
-
-@pytest.fixture
-def slack():
-    standin = SlackStandIn().start()
-    yield standin
-    standin.stop()
 
 
 def make_engine(store, slack, clock, script, text=RULES, **kwargs):
@@ -262,3 +247,18 @@ def test_a_broken_rule_is_reported_and_the_others_run(store, slack):
     report = engine.cycle()
     assert report.errors == ["etl-slow: RuntimeError: store hiccup"] and report.rules == 1
     assert engine.state.last_cycle()["errors"] == report.errors
+
+
+def test_alerts_of_a_rule_removed_from_the_file_end_quietly(store, slack):
+    clock, script = FakeClock(), Script()
+    script.set("etl-slow", slow("extract"))
+    make_engine(store, slack, clock, script, runner="r1").cycle()
+    clock.advance(400)
+    make_engine(store, slack, clock, script, runner="r1").cycle()
+    assert len(slack.calls()) == 1
+    clock.advance(60)
+    fewer = RULES[:RULES.index("  - name: train-done")].replace("  - name: etl-slow", "  - name: etl-slower")
+    make_engine(store, slack, clock, script, text=fewer, runner="r1").cycle()
+    assert AlertState(store).alerts() == [] and len(slack.calls()) == 1
+    (incident,) = AlertState(store).incidents()
+    assert (incident.rule, incident.state, incident.resolved_at) == ("etl-slow", "resolved", clock.now)

@@ -3,6 +3,7 @@ commands: all through the alert outbox, so a Slack outage loses nothing."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from tablewatch import Collector
@@ -14,21 +15,7 @@ from tablewatch.alerts.state import AlertState
 from tablewatch.cli import main
 from tablewatch.collectors.server import create_app, serve_in_thread
 from tablewatch.errors import ValidationError
-from tablewatch.store import open_store
-from tests.alerts.slack_standin import SlackStandIn
-
-
-@pytest.fixture
-def slack():
-    standin = SlackStandIn().start()
-    yield standin
-    standin.stop()
-
-
-@pytest.fixture
-def store(tmp_path):
-    with open_store(f"sqlite:///{tmp_path}/tw.db") as store:
-        yield store
+from tests.alerts.engine_fixtures import slack  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -136,6 +123,8 @@ def test_cli_notify_direct_and_through_the_server(slack, store, tmp_path, monkey
         assert slack.wait_for(2)[1]["text"] == "from a shell step"
         assert main(["notify", "x", "--server", server, "--token", "wrong"]) == 2
         assert "401" in capsys.readouterr().err
+        refused = httpx.post(server + "/slack/actions", content=b"payload=%7B%7D")
+        assert refused.status_code == 503 and refused.json()["field"] == "SLACK_SIGNING_SECRET"
 
 
 def test_cli_silences(store, tmp_path, capsys):

@@ -201,6 +201,9 @@ def test_notify_endpoint_needs_the_token_and_goes_through_the_outbox(world):
     assert response.status_code == 202 and response.json()["status"] == "queued"
     posted = slack.wait_for(2, "chat.postMessage")[-1]
     assert posted["text"] == "export: nightly export done (rows=1204331)"
+    deadline = time.monotonic() + 10
+    while state.notification(response.json()["id"]).status != "sent" and time.monotonic() < deadline:
+        time.sleep(0.02)  # Slack has it; the store hears of it just after
     assert state.notification(response.json()["id"]).status == "sent"
     bad = httpx.post(url + "/api/v1/notify", json={"text": ""}, headers={"Authorization": f"Bearer {TOKEN}"})
     assert bad.status_code == 400 and bad.json()["field"] == "text"

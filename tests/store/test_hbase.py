@@ -104,7 +104,8 @@ def test_gc_policies_map_to_hbase_family_settings(backend, gateway):
     info = backend.table_info(name)
     assert info.families == {"all": GCPolicy(max_versions=None), "ttl": GCPolicy(max_versions=4, max_age_s=86400.0)}
     # what an HBase client sees: Integer.MAX_VALUE versions ("unlimited") and TTLs in seconds
-    connection = happybase.Connection("127.0.0.1", gateway.port, table_prefix=backend.options.table_prefix)
+    connection = happybase.Connection("127.0.0.1", gateway.port, table_prefix=backend.options.table_prefix,
+                                      table_prefix_separator=b".")
     families = connection.table(name).families()
     assert (families[b"all"]["max_versions"], families[b"all"]["time_to_live"]) == (2**31 - 1, 2**31 - 1)
     assert (families[b"ttl"]["max_versions"], families[b"ttl"]["time_to_live"]) == (4, 86400)
@@ -255,6 +256,11 @@ def test_connections_the_server_dropped_while_idle_are_replaced(tmp_path):
             time.sleep(0.5)  # the gateway closes the pooled connection meanwhile
             backend.table("t").mutate_rows([RowMutation(b"k", [SetCell("f", b"q", b"v", NOW_MS)])])
             assert backend.table("t").read_rows([b"k"])[0].value("f", b"q") == b"v"
+        for i in range(2):  # check_and_set is never sent twice, yet survives a dropped idle connection
+            time.sleep(0.5)
+            assert backend.table("t").check_and_set(b"lease", "f", b"q", None if i == 0 else b"a", b"ab"[i:i + 1],
+                                                    NOW_MS) is True
+        assert backend.table("t").read_rows([b"lease"])[0].value("f", b"q") == b"b"
         backend.close()
 
 
@@ -347,3 +353,29 @@ def test_gateway_command_refuses_a_busy_port(capsys, tmp_path):
         code = main(["gateway", "hbase-thrift", "--store", f"sqlite:///{tmp_path}/x.db", "--port", str(port)])
     assert code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_a_prefix_selects_its_own_tables_only(tmp_path):
+    with HBaseThriftGateway(f"sqlite:///{tmp_path}/prefixes.db", port=0) as gateway:
+        base = f"hbase://127.0.0.1:{gateway.port}?timeout_s=10"
+        plain, tw, tw_a, tw_x = (HBaseBackend(base + suffix) for suffix in
+                                 ("", "&table_prefix=tw", "&table_prefix=tw_a", "&table_prefix=tw.x"))
+        plain.create_table("tw_meta", {"f": GCPolicy()})
+        plain.create_table("tw_a_points", {"f": GCPolicy()})
+        tw.create_table("meta", {"f": GCPolicy()})
+        tw.create_table("points", {"f": GCPolicy()})
+        tw_a.create_table("meta", {"f": GCPolicy()})
+        tw_x.create_table("meta", {"f": GCPolicy()})
+        assert plain.list_tables() == ["tw_a_points", "tw_meta"]
+        assert tw.list_tables() == ["meta", "points"]
+        assert tw_a.list_tables() == ["meta"]
+        assert tw_x.list_tables() == ["meta"]
+        # each store reads and writes its own table of a shared name
+        tw.table("meta").mutate_rows([RowMutation(b"k", [SetCell("f", b"q", b"tw", NOW_MS)])])
+        assert list(tw_a.table("meta").scan()) == [] and list(plain.table("tw_meta").scan()) == []
+        connection = happybase.Connection("127.0.0.1", gateway.port)
+        assert sorted(connection.tables()) == [b"tw.meta", b"tw.points", b"tw.x.meta", b"tw_a.meta", b"tw_a_points",
+                                               b"tw_meta"]
+        connection.close()
+        for backend in (plain, tw, tw_a, tw_x):
+            backend.close()
