@@ -17,6 +17,7 @@ SECTIONS = {
     "store": "bench.store_bench",
     "backends": "bench.backends_bench",
     "collectors": "bench.collectors_bench",
+    "codec": "bench.codec_bench",
     "alerts": "bench.alerts_bench",
     "dashboard": "bench.dashboard_bench",
 }

@@ -7,70 +7,29 @@ Configuration is read here, once, and passed down: ``--store`` else
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
+from tablewatch import cli_read
 from tablewatch.errors import TablewatchError
-
-
-def _format_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "forever"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
-def cmd_store_info(args: argparse.Namespace) -> int:
-    from tablewatch.store import open_store
-
-    with open_store(args.store) as store:
-        info = store.info()
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    print(f"store          {info['url']} ({info['backend']})")
-    print(f"salt buckets   {info['salt_buckets']}")
-    print(f"time bucket    {info['bucket_seconds']} s")
-    print()
-    print(f"{'table':<14} {'rows':>10} {'splits':>6}  families (gc policy)")
-    for table in info["tables"]:
-        families = ", ".join(
-            f"{name} (versions={policy['max_versions'] or 'all'}, max age={_format_age(policy['max_age_s'])})"
-            for name, policy in table["families"].items()
-        )
-        rows = f"{table['rows']}" if table["rows_exact"] else f">={table['rows']}"
-        print(f"{table['name']:<14} {rows:>10} {table['splits']:>6}  {families}")
-    return 0
-
-
-def cmd_store_hotspots(args: argparse.Namespace) -> int:
-    from tablewatch.store import open_store
-
-    with open_store(args.store) as store:
-        report = store.hotspots()
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    total = sum(report["points"]) or 1
-    peak = max(report["points"]) or 1
-    print(f"{'salt':>4} {'rows':>8} {'points':>12} {'share':>7}")
-    for salt, (rows, points) in enumerate(zip(report["rows"], report["points"])):
-        bar = "#" * round(30 * points / peak)
-        print(f"{salt:>4} {rows:>8} {points:>12} {points / total:>6.1%} {bar}")
-    skew = report["skew"]
-    print(f"skew (max/mean points per salt bucket): {skew:.2f}" if skew else "skew: no points yet")
-    return 0
 
 
 def cmd_store_compact(args: argparse.Namespace) -> int:
     from tablewatch.store import open_store
 
-    with open_store(args.store) as store:
+    with open_store(args.store, create=False) as store:
+        file_bytes = getattr(store.backend, "file_bytes", None)  # only the embedded store has a file
+        before = file_bytes() if file_bytes else None
         removed = store.compact()
-    print(f"removed {removed} expired cells")
+        print(f"removed {removed} expired cells")
+        if args.vacuum and file_bytes is None:
+            print("--vacuum: nothing to do, only the embedded (sqlite) store has a file to shrink")
+        elif args.vacuum:
+            store.backend.vacuum()
+        if file_bytes is not None:
+            print(f"file: {before / 1e6:.2f} MB -> {file_bytes() / 1e6:.2f} MB")
+            if store.backend.auto_vacuum() != "incremental":
+                print("this file does not shrink on its own: run `tablewatch store compact --vacuum` once")
     return 0
 
 
@@ -120,16 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     store_parser = commands.add_parser("store", help="inspect and maintain a store")
     store_commands = store_parser.add_subparsers(dest="store_command", required=True, metavar="SUBCOMMAND")
+    cli_read.add_store_commands(store_commands)
     for name, handler, help_text in (
-        ("info", cmd_store_info, "tables, families, GC policies, row counts, salt buckets"),
-        ("hotspots", cmd_store_hotspots, "points per salt bucket and the skew (max/mean)"),
         ("compact", cmd_store_compact, "remove cells past their family's max age or versions"),
     ):
         sub = store_commands.add_parser(name, help=help_text)
         sub.add_argument("--store", help="store URL (default: $TABLEWATCH_STORE, else ./tablewatch.db)")
-        if name != "compact":
-            sub.add_argument("--json", action="store_true", help="print JSON")
+        sub.add_argument("--vacuum", action="store_true",
+                         help="then rewrite the SQLite file without free space (once, for a file created "
+                              "before auto_vacuum; writers wait meanwhile)")
         sub.set_defaults(handler=handler)
+    cli_read.add_commands(commands)
 
     server = commands.add_parser("server", help="serve the HTTP ingest API (token: $TABLEWATCH_INGEST_TOKEN)")
     server.add_argument("--store", help="store URL (default: $TABLEWATCH_STORE, else ./tablewatch.db)")

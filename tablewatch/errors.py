@@ -73,3 +73,22 @@ class ValidationError(TablewatchError, ValueError):
 
 class ValidationTypeError(ValidationError, TypeError):
     """Bad input of the wrong type (a string where a number belongs, ...)."""
+
+
+class StoreNotFound(StoreError):
+    """A command that only reads was pointed at a store that does not exist
+    (tablewatch never creates a store for a reader)."""
+
+
+class StoreSchemaError(StoreError):
+    """The store's own metadata (``tw_meta``) is from a newer tablewatch, or damaged."""
+
+
+class SeriesNotFound(TablewatchError, LookupError):
+    """No series has exactly these tags, but some have them among others;
+    ``candidates`` lists those series. A question asked wrong, not a store
+    failure: not a :class:`StoreError`."""
+
+    def __init__(self, message: str, candidates: list) -> None:
+        super().__init__(message)
+        self.candidates = candidates

@@ -56,6 +56,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tablewatch.collectors import query_api
 from tablewatch.collectors.predictions import PredictionSketches
 from tablewatch.errors import StoreError, TablewatchError, ValidationError
 from tablewatch.store.names import validate_metric, validate_tags
@@ -155,6 +156,7 @@ def create_app(
             Route("/api/v1/points", ingest.points, methods=["POST"]),
             Route("/api/v1/tasks", ingest.tasks, methods=["POST"]),
             Route("/api/v1/predictions", ingest.predictions, methods=["POST"]),
+            *query_api.routes(store, ingest._authorize),  # reads: tablewatch's JSON and OpenTSDB's API
             *routes,
         ],
         exception_handlers={StoreError: _store_error, HTTPError: _http_error},

@@ -397,6 +397,33 @@ class BigtableBackend:
     def table(self, name: str) -> BigtableTable:
         return BigtableTable(self, name)
 
+    def set_families(self, name: str, families: Mapping[str, GCPolicy]) -> None:
+        """Set the GC rules of these families of table ``name`` (admin API
+        ModifyColumnFamilies), creating the families it lacks."""
+        current = self.table_info(name).families
+        modifications = []
+        for family, policy in families.items():
+            if not isinstance(family, str) or not FAMILY_NAME_RE.match(family):
+                raise ValidationError("family", family, "must match [A-Za-z_][A-Za-z0-9_.-]{0,63}")
+            column_family = admin_types.ColumnFamily(gc_rule=gc_rule(policy))
+            change = {"update": column_family} if family in current else {"create": column_family}
+            modifications.append(admin_types.ModifyColumnFamiliesRequest.Modification(id=family, **change))
+        admin = self._admin_client()
+        with self._errors(f"change the families of {name}", name):
+            admin.modify_column_families(request={"name": self.table_path(name), "modifications": modifications},
+                                         timeout=self.timeout_s, retry=None)
+        self._infos.pop(name, None)
+
+    @property
+    def splits_note(self) -> str:
+        """Why ``store info`` may show fewer splits than requested."""
+        if self.emulator_host is not None:
+            return ("the Bigtable emulator keeps each table in one piece and its SampleRowKeys reports no split, "
+                    "whatever splits the table was created with; Cloud Bigtable reports its tablets, which it "
+                    "may merge or split as load changes")
+        return ("Cloud Bigtable starts from the requested splits, then merges or splits tablets as load and size "
+                "change; SampleRowKeys reports the current ones")
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -382,6 +382,35 @@ class HBaseBackend:
     def table(self, name: str) -> HBaseTable:
         return HBaseTable(self, name)
 
+    def full_table_name(self, name: str) -> str:
+        """The table's name in HBase, with the table prefix as happybase joins it."""
+        full = self._call(f"name table {name}", lambda c: c._table_name(name))
+        return full.decode() if isinstance(full, bytes) else full
+
+    def set_families(self, name: str, families: Mapping[str, GCPolicy]) -> None:
+        """Refused: HBase's Thrift v1 API cannot alter a table. The error gives
+        the HBase shell commands that make the change."""
+        self.set_families_many({name: families})
+
+    def set_families_many(self, changes: Mapping[str, Mapping[str, GCPolicy]]) -> None:
+        """Refused, like :meth:`set_families`, with the commands of every table."""
+        commands = []
+        for name, families in changes.items():
+            current = self.table_info(name).families
+            for family, policy in families.items():
+                descriptor = _descriptor(family, policy)
+                commands.append(f"alter '{self.full_table_name(name)}', {{NAME => '{family}', "
+                                f"VERSIONS => {descriptor['max_versions']}, TTL => {descriptor['time_to_live']}}}"
+                                + ("" if family in current else "   # adds the family"))
+        raise StoreError(
+            f"store {self.url!r}: HBase's Thrift v1 API (happybase) cannot change a table's families, so tablewatch "
+            "changed nothing. Run these in `hbase shell` (TTL in seconds, 2147483647 = FOREVER), then reopen the "
+            "store:\n" + "\n".join(commands)
+        )
+
+    splits_note = ("HBase's Thrift v1 API cannot create pre-split tables: a new table has one region until it "
+                   "is split from the HBase shell (see the README) or HBase splits it as it grows")
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

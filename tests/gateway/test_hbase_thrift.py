@@ -21,7 +21,7 @@ from tablewatch.gateway.hbase_thrift import HBaseThriftGateway, hbase_idl
 from tablewatch.store import chunks
 
 idl = hbase_idl()
-T0 = 1_790_000_000.0
+T0 = float(int(time.time()) // 86400 * 86400 - 7 * 86400)  # a day boundary a week ago: inside the default 30-day points retention
 
 
 @pytest.fixture(scope="module")

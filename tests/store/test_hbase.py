@@ -27,7 +27,7 @@ from tablewatch.store.table import GCPolicy, RowMutation, SetCell, TableInfo
 from tests.store.table_contract import NOW_MS, TableContract
 from tests.store.timeseries_contract import TimeSeriesContract
 
-T0 = 1_790_000_000.0
+T0 = float(int(time.time()) // 86400 * 86400 - 7 * 86400)  # a day boundary a week ago: inside the default 30-day points retention
 
 
 def _prefix() -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import os
 import signal
 import subprocess
@@ -13,7 +15,7 @@ import numpy as np
 
 from tablewatch import open_store
 
-T0 = 1_790_000_000.0
+T0 = float(int(time.time()) // 86400 * 86400 - 7 * 86400)  # a day boundary a week ago: inside the default 30-day points retention
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np
