@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from tablewatch.cli import _format_age
 from tablewatch.errors import ValidationError
 from tablewatch.store.downsample import aggregate, minmax_indices
 from tablewatch.alerts import detectors
 from tablewatch.alerts.detectors import DriftResult
-from tablewatch.alerts.rules import DriftRule
+from tablewatch.alerts.rules import DriftRule, format_duration
 from tablewatch.store.sketches import PREDICTION, DistributionSketch
 
 if TYPE_CHECKING:
@@ -127,6 +126,20 @@ def has_any_data(store: Store) -> bool:
 # -- tasks -------------------------------------------------------------------------------------
 
 
+def _task_arrays(store: Store, metric: str, pipeline: str, task: str, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
+    """Points of ``metric`` of one task, time-sorted, over every series tagged
+    with the pipeline and task (a collector may add tags of its own)."""
+    parts = [store.read_arrays(metric, series.tags, _dt(start), _dt(end))[:2]
+             for series in store.find_series(metric, pipeline=pipeline, task=task)]
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return np.array([], dtype=np.int64), np.array([], dtype=np.float64)
+    ts, values = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    order = np.argsort(ts, kind="stable")
+    return ts[order], values[order]
+
+
 def task_durations(store: Store, pipeline: str, tasks: Sequence[str], start: float, end: float,
                    max_points: int | None = None, every: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Durations of each task's attempts (``task.duration_s``), read once per task:
@@ -143,7 +156,7 @@ def task_durations(store: Store, pipeline: str, tasks: Sequence[str], start: flo
     point_frames, band_frames = [], []
     max_points = max_points or points_per_trace(len(tasks))
     for task in tasks:
-        ts, values, _ = store.read_arrays(DURATION_METRIC, {"pipeline": pipeline, "task": task}, _dt(start), _dt(end))
+        ts, values = _task_arrays(store, DURATION_METRIC, pipeline, task, start, end)
         keep = minmax_indices(ts, values, max_points)
         point_frames.append(pd.DataFrame({"task": task, "ts": pd.to_datetime(ts[keep], unit="us", utc=True),
                                           "value": values[keep]}))
@@ -192,7 +205,7 @@ def retries_per_day(store: Store, pipeline: str, tasks: Sequence[str], start: fl
     how many retries it took). Columns ``task``, ``day``, ``retries``, ``calls``."""
     frames = []
     for task in tasks:
-        ts, values, _ = store.read_arrays(RETRIES_METRIC, {"pipeline": pipeline, "task": task}, _dt(start), _dt(end))
+        ts, values = _task_arrays(store, RETRIES_METRIC, pipeline, task, start, end)
         keep = np.isfinite(values)
         ts, values = ts[keep], values[keep]
         if not len(ts):
@@ -667,7 +680,7 @@ def tables_frame(info: dict[str, Any]) -> pd.DataFrame:
             rows.append({"table": table["name"], "family": family,
                          "rows": table["rows"] if table["rows_exact"] else f">={table['rows']}",
                          "splits": table["splits"], "max_versions": policy["max_versions"] or "all",
-                         "retention": _format_age(policy["max_age_s"])})
+                         "retention": "forever" if policy["max_age_s"] is None else format_duration(policy["max_age_s"])})
     return pd.DataFrame(rows, columns=["table", "family", "rows", "splits", "max_versions", "retention"])
 
 
