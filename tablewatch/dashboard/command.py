@@ -23,8 +23,11 @@ def streamlit_command(store: str, host: str, port: int) -> list[str]:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    from tablewatch.extras import require
     from tablewatch.store import open_store
 
+    for module in ("streamlit", "plotly", "scipy", "pydantic"):  # its drift scores and Alerts page use the alerts'
+        require(module, "dashboard", "tablewatch dashboard")
     store = args.store or os.environ.get("TABLEWATCH_STORE") or "tablewatch.db"
     open_store(store).close()  # a bad URL or an unreachable store is reported here, not in the browser
     print(f"tablewatch dashboard: http://{args.host}:{args.port} (store {store})", flush=True)
