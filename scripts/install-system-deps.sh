@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite uses, when they are missing.
 # - google-cloud-cli-bigtable-emulator: Google's Bigtable emulator (cbtemulator)
+# - chromium: the browser the dashboard's browser tests drive through Playwright
 # - docker-compose: `docker-compose config` checks docker-compose.yml (tests/deploy)
 # - kubectl: `kubectl kustomize` renders deploy/kubernetes (tests/deploy), from the
 #   same Google Cloud apt repository as the emulator
@@ -9,6 +10,7 @@ set -euo pipefail
 EMULATOR=/usr/lib/google-cloud-sdk/platform/bigtable-emulator/cbtemulator
 missing=()
 [ -x "$EMULATOR" ] || missing+=(google-cloud-cli-bigtable-emulator)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v kubectl >/dev/null || missing+=(kubectl)
 
