@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tablewatch.alerts.commands import add_commands as add_alert_commands
 
     add_alert_commands(commands)  # run, status, silence (into "alerts") and notify
+
+    from tablewatch import demo
+
+    demo.add_commands(commands, _port)
     return parser
 
 
