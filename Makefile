@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test venv system-deps bench demo clean
+.PHONY: test venv system-deps bench evidently-venv demo clean
 
 test: venv system-deps
 	$(BIN)/python -m pytest -q
@@ -27,9 +27,18 @@ demo: venv
 system-deps:
 	bash scripts/install-system-deps.sh
 
-bench: venv
+bench: venv evidently-venv
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
+# Evidently (the alerts bench compares drift decisions with it) in a venv of its
+# own: Evidently 0.7 does not import with pandas 3, which tablewatch's venv has.
+evidently-venv: .venv-evidently/.installed
+
+.venv-evidently/.installed:
+	$(PYTHON) -m venv .venv-evidently
+	.venv-evidently/bin/pip install -q 'evidently>=0.7.20' 'pandas>=2.2,<3'
+	touch $@
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-evidently build *.egg-info

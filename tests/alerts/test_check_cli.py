@@ -37,3 +37,13 @@ def test_the_installed_command(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert f"{path}:2: rules[0] ('x').absent_for: is required" in done.stderr
+
+
+def test_the_readme_example_validates():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Alert rules"):]
+    example = section[section.index("```yaml\n") + len("```yaml\n"):section.index("```\n", section.index("```yaml"))]
+    from tablewatch.alerts.rules import parse_rules
+
+    rules = parse_rules(example, "README.md")
+    assert {rule.kind for rule in rules.rules} == {"threshold", "regression", "drift", "absence", "new_data", "task_event"}

@@ -385,3 +385,32 @@ def test_cycle_reads_give_the_same_observations_with_fewer_store_reads(serving, 
     assert [evaluate(r, reads, NOW) for r in rules] == [evaluate(r, store, NOW) for r in rules]
     assert reads.store_reads == first  # the second pass read nothing
     assert reads.read_task_runs("nobody") == [] and reads.info()["url"] == store.info()["url"]  # the rest passes through
+
+
+def test_a_method_that_does_not_apply_skips_the_feature(drifting):
+    r = rule("{name: d, kind: drift, model: ranker, features: [age, country], method: ks}")
+    found = {o.labels["feature"]: o for o in evaluate(r, drifting, NOW)}
+    assert found["age"].details["features"]["age"]["method"] == "ks"
+    assert not found["country"].active and "does not apply to categorical values" in found["country"].summary
+
+
+def test_a_count_over_a_silent_window_is_zero(store):
+    store.write_points("serve.latency_s", {"route": "/rank"}, [NOW - 3 * H], [0.1])
+    r = rule("{name: quiet, kind: threshold, metric: serve.latency_s, aggregate: count, window: 1h, op: '<', value: 10}")
+    [o] = evaluate(r, store, NOW)
+    assert o.active and o.value == 0 and o.summary == "serve.latency_s {route=/rank} count over 1h: 0 (< 10)"
+    mean = rule("{name: slow, kind: threshold, metric: serve.latency_s, aggregate: mean, window: 1h, op: '<', value: 10}")
+    [o] = evaluate(mean, store, NOW)
+    assert not o.active and o.value is None and "0 samples over 1h, fewer than 1" in o.summary
+
+
+def test_drift_thresholds_per_method_and_a_named_training_run(drifting):
+    drifting.write_training_run(TrainingRun("ranker", "train-2", "running", at(2 * DAY)))  # newest, not finished
+    lenient = rule("{name: d, kind: drift, model: ranker, features: [age], thresholds: {wasserstein: 0.9},"
+                   " reference: {kind: training_run, training_run: ranker, run_id: train-1}}")
+    [o] = evaluate(lenient, drifting, NOW)
+    assert o.threshold == 0.9 and not o.active and o.details["features"]["age"]["method"] == "wasserstein"
+    assert o.details["reference"]["description"] == "training run train-1"
+    newest_finished = rule("{name: d, kind: drift, model: ranker, features: [age], reference: {kind: training_run}}")
+    [o] = evaluate(newest_finished, drifting, NOW)
+    assert o.active and o.details["reference"]["description"] == "training run train-1"

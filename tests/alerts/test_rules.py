@@ -109,6 +109,8 @@ def test_a_bad_duration_names_file_line_rule_and_field():
     ("{name: a, kind: absence, metric: m}", "rules.yaml:2: rules[0] ('a').absent_for: is required"),
     ("{name: a, kind: new_data, training_run: r}", "rules.yaml:2: rules[0] ('a').at_least: is required"),
     ("{name: a, kind: task_event, pipeline: p, on: [explode]}", "rules.yaml:2: rules[0] ('a').on: must be events among success, failure, retry"),
+    ("{name: a, kind: threshold, metric: 'bad metric', op: '>', value: 1}",
+     "rules.yaml:2: rules[0] ('a').metric: may hold only letters, digits and _ . : / - (and not start with . : / -) (got 'bad metric')"),
     ("{name: a, kind: task_event, on: [failure]}", "rules.yaml:2: rules[0] ('a'): needs exactly one of pipeline (task runs) or training_run"),
 ])
 def test_each_invalid_rule_gets_its_message(rule, expected):
