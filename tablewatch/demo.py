@@ -465,7 +465,10 @@ def services(store_url: str, rules: str, server_port: int, dashboard_port: int) 
 def _has_dashboard() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("tablewatch.dashboard.command") is not None
+    try:
+        return importlib.util.find_spec("tablewatch.dashboard.command") is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 60.0) -> bool:
