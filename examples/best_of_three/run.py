@@ -10,7 +10,7 @@ import sys
 from celery.contrib.testing.worker import start_worker
 from celery.result import AsyncResult
 
-from tasks import app, collector, train_and_deploy
+from tasks import app, collector
 
 
 def main() -> int:
@@ -20,7 +20,9 @@ def main() -> int:
     try:
         if worker is not None:
             worker.__enter__()
-        chord_id = train_and_deploy.delay().get(timeout=60)  # beat sends this task by name
+        nightly = app.conf.beat_schedule["best-of-three-nightly"]
+        print(f"beat schedule: {nightly['task']} {nightly['schedule']!r}; running it now")
+        chord_id = app.send_task(nightly["task"]).get(timeout=60)  # as beat sends it: by name
         best = AsyncResult(chord_id, app=app).get(timeout=60)
         print(f"deployed {best['candidate']} (accuracy {best['accuracy']:.3f})")
         return 0
