@@ -15,8 +15,9 @@
      ``churn`` fails);
    - serving traffic of the ``ranker`` service: ``serve.latency_s`` tagged as
      the ASGI middleware tags it (service, route template, method, status
-     class), and every prediction's features through ``log_prediction``, with
-     the feature ``age`` drifting from day 12 on;
+     class; a 20-minute outage of 5xx on day 5), and every prediction's
+     features through ``log_prediction``, with the feature ``age`` drifting
+     from day 12 on;
    - new rows of the ``ranker`` dataset arriving every hour (``data.rows``),
      enough since the last ``ranker`` training run to ask whether to retrain.
 
@@ -343,6 +344,7 @@ def _fill_training(writer: _Writer, anchor: int, rng: random.Random, progress: P
 def _fill_serving(writer: _Writer, anchor: int, rng: random.Random, progress: Progress) -> None:
     start = anchor - DEMO_DAYS * DAY_S
     drift_from = start + DRIFT_DAY * DAY_S
+    outage_start = start + 5 * DAY_S + 14 * HOUR_S + 10 * 60  # day 5, 14:10 UTC: 20 minutes of 5xx
     routes = (("/predict/{model}", "POST", 0.9), ("/explain/{model}", "POST", 0.07), ("/healthz", "GET", 0.03))
     for hour in range(DEMO_DAYS * 24):
         t0 = start + hour * HOUR_S
@@ -353,7 +355,8 @@ def _fill_serving(writer: _Writer, anchor: int, rng: random.Random, progress: Pr
             ts = t0 + (k + rng.random()) * HOUR_S / n
             u = rng.random()
             route, method = routes[0][:2] if u < 0.9 else (routes[1][:2] if u < 0.97 else routes[2][:2])
-            status = "5xx" if rng.random() < 0.004 else ("4xx" if rng.random() < 0.01 else "2xx")
+            error_rate = 0.3 if outage_start <= ts < outage_start + 20 * 60 else 0.0  # one short outage
+            status = "5xx" if rng.random() < error_rate else ("4xx" if rng.random() < 0.01 else "2xx")
             latency = rng.lognormvariate(math.log(0.035 if route != "/healthz" else 0.002), 0.35)
             writer.collector.log("serve.latency_s", round(latency, 4), ts=ts,
                                  tags={"service": SERVICE, "route": route, "method": method, "status": status})
@@ -413,13 +416,19 @@ def fill(store: Any, anchor: int, *, progress_stream: Any = None) -> FillReport:
 
 
 def evaluate_rules(store: Any, rules_path: str | Path, env: dict[str, str] | None = None) -> Any:
-    """One cycle of the real engine over the rules file; its report."""
+    """One cycle of the real engine over the rules file, every rule evaluated
+    now; its report. The alert state in the store keeps a second run from
+    notifying again what is still firing."""
     from tablewatch.alerts.engine import Engine
     from tablewatch.alerts.rules import load_rules
     from tablewatch.alerts.slack import notifier_from_env
 
+    class DemoEngine(Engine):
+        def next_due(self, rule: Any, last: float | None) -> float:
+            return float("-inf")  # every rule now, whatever its schedule (etl-slow's is 06:30 daily)
+
     rules = load_rules(str(rules_path))
-    engine = Engine(rules, store, notifier=notifier_from_env(os.environ if env is None else env))
+    engine = DemoEngine(rules, store, notifier=notifier_from_env(os.environ if env is None else env))
     try:
         return engine.cycle()
     finally:

@@ -1,10 +1,10 @@
 """`tablewatch demo --no-serve` in a temporary directory: the expected alerts,
-read back from the store's alert state, and a second run that writes and
-notifies nothing again."""
+read back from the store's alert state and sent to Slack (a local stand-in); a
+second run, without Slack (the console), writes and notifies nothing again;
+every dashboard page renders the demo's store."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -13,31 +13,34 @@ import pytest
 
 from tablewatch import open_store
 from tablewatch.alerts.state import AlertState
-
-SLACK_VARIABLES = ("SLACK_BOT_TOKEN", "SLACK_CHANNEL", "SLACK_WEBHOOK_URL", "TABLEWATCH_STORE")
-
+from tests.alerts.slack_standin import SlackStandIn
+from tests.examples.conftest import example_env
 
 ANCHOR = str(int(time.time()) // 3600 * 3600)  # pinned: both runs write the same hour's demo
 
 
-def run_demo(cwd, *args):
-    env = {k: v for k, v in os.environ.items() if k not in SLACK_VARIABLES}
-    return subprocess.run([sys.executable, "-m", "tablewatch.cli", "demo", "--no-serve", "--anchor", ANCHOR, *args],
-                          cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+def run_demo(cwd, slack=None):
+    env = example_env("sqlite:///not-used-by-the-demo.db", slack)
+    return subprocess.run([sys.executable, "-m", "tablewatch.cli", "demo", "--no-serve", "--anchor", ANCHOR],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """The demo's default store (./tablewatch-demo.db) in a fresh directory."""
+    """The demo's default store (./tablewatch-demo.db) in a fresh directory,
+    filled once, its messages sent to a Slack stand-in."""
     cwd = tmp_path_factory.mktemp("demo")
-    first = run_demo(cwd)
-    assert first.returncode == 0, first.stderr
-    return cwd, first
+    slack = SlackStandIn().start()
+    try:
+        first = run_demo(cwd, slack)
+        assert first.returncode == 0, first.stderr
+        return cwd, first, slack.calls("chat.postMessage")
+    finally:
+        slack.stop()
 
 
 def test_demo_fires_the_expected_alerts(demo):
-    cwd, first = demo
+    cwd, first, messages = demo
     assert (cwd / "tablewatch-demo.db").is_file()
     with open_store(f"sqlite:///{cwd}/tablewatch-demo.db", create=False) as store:
         state = AlertState(store)
@@ -62,10 +65,14 @@ def test_demo_fires_the_expected_alerts(demo):
     (question,) = [i for i in incidents if i.rule == "ranker-new-data"]
     assert question.kind == "new_data" and question.value >= 100_000
     assert question.details["run_id"] == ranker_runs[0].run_id
-    # printed on the console (no Slack configured), and kept in the store
-    assert {n.status for n in notifications} == {"sent"}
+    # sent to Slack (configured by SLACK_*), one message per rule, and kept in the store
+    assert "messages to Slack" in first.stdout
+    assert {n.status for n in notifications} == {"sent"} and len(messages) == len(notifications)
+    texts = [m["text"] for m in messages]
     for text in ("[FIRING] etl-slow", "[FIRING] ranker-feature-drift", "[NEW_DATA] ranker-new-data"):
-        assert text in first.stdout
+        assert sum(text in t for t in texts) == 1, texts
+    question = next(m for m in messages if "ranker-new-data" in m["text"])
+    assert [e["text"]["text"] for e in question["blocks"][-1]["elements"]] == ["Train!", "Nope!"]
     # the workload: 14 days of runs, retries and failures with file:line, a dozen training runs per family
     assert len({r.run_id for r in runs}) == 14 * 4
     assert {r.status for r in failures} == {"failure", "retry"}
@@ -75,7 +82,7 @@ def test_demo_fires_the_expected_alerts(demo):
 
 
 def test_running_the_demo_again_adds_nothing(demo):
-    cwd, _ = demo
+    cwd, _, _ = demo
     url = f"sqlite:///{cwd}/tablewatch-demo.db"
 
     def counts():
@@ -88,7 +95,8 @@ def test_running_the_demo_again_adds_nothing(demo):
     before = counts()
     again = run_demo(cwd)
     assert again.returncode == 0, again.stderr
-    assert "already filled for this hour" in again.stdout
+    assert "already filled for this hour" in again.stdout and "messages to the console" in again.stdout
+    assert "[tablewatch alert]" not in again.stdout  # nothing notified twice
     assert counts() == before
 
 
@@ -111,7 +119,7 @@ def test_every_dashboard_page_renders_the_demo_store(demo, monkeypatch, page):
 
     import tablewatch.dashboard
 
-    cwd, _ = demo
+    cwd, _, _ = demo
     monkeypatch.setenv("TABLEWATCH_STORE", f"sqlite:///{cwd}/tablewatch-demo.db")
     at = AppTest.from_file(str(Path(tablewatch.dashboard.__file__).parent / "app.py"), default_timeout=60)
     at.run()
