@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,26 @@ def slack():
     standin = SlackStandIn().start()
     yield standin
     standin.stop()
+
+
+ANCHOR = str(int(time.time()) // 3600 * 3600)  # pinned: both runs write the same hour's demo
+
+
+def run_demo(cwd, slack=None):
+    env = example_env("sqlite:///not-used-by-the-demo.db", slack)
+    return subprocess.run([sys.executable, "-m", "tablewatch.cli", "demo", "--no-serve", "--anchor", ANCHOR],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="package")
+def demo(tmp_path_factory):
+    """The demo's default store (./tablewatch-demo.db) in a fresh directory,
+    filled once, its messages sent to a Slack stand-in."""
+    cwd = tmp_path_factory.mktemp("demo")
+    slack = SlackStandIn().start()
+    try:
+        first = run_demo(cwd, slack)
+        assert first.returncode == 0, first.stderr
+        return cwd, first, slack.calls("chat.postMessage")
+    finally:
+        slack.stop()

@@ -1,42 +1,13 @@
 """`tablewatch demo --no-serve` in a temporary directory: the expected alerts,
 read back from the store's alert state and sent to Slack (a local stand-in); a
-second run, without Slack (the console), writes and notifies nothing again;
-every dashboard page renders the demo's store."""
+second run, without Slack (the console), writes and notifies nothing again.
+The store is filled once for the package (tests/examples/conftest.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-
-import pytest
-
 from tablewatch import open_store
 from tablewatch.alerts.state import AlertState
-from tests.alerts.slack_standin import SlackStandIn
-from tests.examples.conftest import example_env
-
-ANCHOR = str(int(time.time()) // 3600 * 3600)  # pinned: both runs write the same hour's demo
-
-
-def run_demo(cwd, slack=None):
-    env = example_env("sqlite:///not-used-by-the-demo.db", slack)
-    return subprocess.run([sys.executable, "-m", "tablewatch.cli", "demo", "--no-serve", "--anchor", ANCHOR],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """The demo's default store (./tablewatch-demo.db) in a fresh directory,
-    filled once, its messages sent to a Slack stand-in."""
-    cwd = tmp_path_factory.mktemp("demo")
-    slack = SlackStandIn().start()
-    try:
-        first = run_demo(cwd, slack)
-        assert first.returncode == 0, first.stderr
-        return cwd, first, slack.calls("chat.postMessage")
-    finally:
-        slack.stop()
+from tests.examples.conftest import run_demo
 
 
 def test_demo_fires_the_expected_alerts(demo):
@@ -99,40 +70,3 @@ def test_running_the_demo_again_adds_nothing(demo):
     assert "[tablewatch alert]" not in again.stdout  # nothing notified twice
     assert counts() == before
 
-
-PAGES = {  # page: the query a newcomer follows from the demo's printout
-    "overview": {},
-    "tasks": {"pipeline": "nightly-etl", "task": "extract", "range": "7d"},
-    "training": {"model": "ranker", "range": "30d"},
-    "serving": {"range": "7d"},
-    "drift": {"model": "ranker", "feature": "age", "range": "7d"},
-    "alerts": {"range": "7d"},
-    "store": {},
-}
-
-
-@pytest.mark.parametrize("page", PAGES)
-def test_every_dashboard_page_renders_the_demo_store(demo, monkeypatch, page):
-    from pathlib import Path
-
-    from streamlit.testing.v1 import AppTest
-
-    import tablewatch.dashboard
-
-    cwd, _, _ = demo
-    monkeypatch.setenv("TABLEWATCH_STORE", f"sqlite:///{cwd}/tablewatch-demo.db")
-    at = AppTest.from_file(str(Path(tablewatch.dashboard.__file__).parent / "app.py"), default_timeout=60)
-    at.run()
-    if page != "overview":
-        at.switch_page(f"views/{page}.py")
-    at.query_params.update(PAGES[page])
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    shown = " ".join(str(e.value) for kind in ("markdown", "caption", "info", "error", "warning")
-                     for e in getattr(at, kind))
-    assert "No data" not in shown and not at.error, shown
-    if page in ("tasks", "training", "serving", "drift"):
-        assert at.get("plotly_chart"), f"{page}: no chart"
-    if page == "alerts":
-        firing = at.dataframe[0].value
-        assert {"etl-slow", "ranker-feature-drift"} <= set(firing["rule"])
