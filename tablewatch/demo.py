@@ -241,7 +241,7 @@ def _pipeline_runs(anchor: int, rng: random.Random) -> Iterator[tuple[str, str, 
             ("validate", rng.gauss(3.0, 0.3), validate),
             ("publish", rng.gauss(5.0, 0.5), _no_fault),
         ]))
-    # reports: daily at 07:00
+    # reports: daily
     for day in range(DEMO_DAYS):
         t = start + day * DAY_S + 7 * HOUR_S
         plans.append(("reports", t, [

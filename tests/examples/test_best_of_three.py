@@ -40,6 +40,6 @@ def test_the_chord_trains_three_picks_the_best_and_reports(tmp_path, slack):
     successes = sorted((r for r in trains if r.status == "success"), key=lambda r: r.started_at)
     assert successes[1].started_at < successes[0].ended_at  # trained in parallel
     assert pick.status == "success" and pick.started_at >= max(r.ended_at for r in successes)
-    assert started.status == "success" and started.ended_at <= min(r.started_at for r in trains)
+    assert started.status == "success" and started.started_at <= min(r.started_at for r in trains)
     assert len(curve[0]) == 8 and abs(curve[1][-1] - deployed["accuracy"]) < 1e-9
 
