@@ -1,6 +1,6 @@
 # `make test` works on a fresh machine: it creates .venv, installs tablewatch with
-# its test dependencies, installs the system packages the tests need, and runs
-# the whole suite.
+# every extra and its test dependencies, installs the system packages the tests
+# need, and runs the whole suite.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,7 +15,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[all,dev]'
 	touch $@
 
 # `make demo`: 14 days of demo data in ./tablewatch-demo.db, the example rules
@@ -28,7 +28,7 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 bench: venv evidently-venv
-	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/pip install -q -e '.[all,dev,bench]'
 	$(BIN)/python -m bench
 
 # Evidently (the alerts bench compares drift decisions with it) in a venv of its

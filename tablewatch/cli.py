@@ -36,11 +36,15 @@ def cmd_store_compact(args: argparse.Namespace) -> int:
 def cmd_server(args: argparse.Namespace) -> int:
     import os
 
+    from tablewatch.extras import require
+
+    require("starlette", "server", "tablewatch server")
+    require("uvicorn", "server", "tablewatch server")
     from tablewatch.collectors.server import TOKEN_ENV, serve
 
     serve(args.store, args.host, args.port, token=os.environ.get(TOKEN_ENV) or None,
           max_body_bytes=args.max_body_bytes, max_items=args.max_items, log_level=args.log_level,
-          rules=args.rules or os.environ.get("TABLEWATCH_RULES") or None)
+          rules=args.rules or os.environ.get("TABLEWATCH_RULES") or None, access_log=args.access_log)
     return 0
 
 
@@ -48,14 +52,17 @@ def cmd_push(args: argparse.Namespace) -> int:
     import os
 
     from tablewatch.collectors import push
-    from tablewatch.collectors.server import TOKEN_ENV
 
-    token = args.token or os.environ.get(TOKEN_ENV) or None
+    # $TABLEWATCH_INGEST_TOKEN is the server's; --token given with --store is refused by push.main.
+    token = args.token or (os.environ.get(push.TOKEN_ENV) if args.server else None) or None
     return push.main(args.metric, args.value, tags=args.tag, step=args.step, ts=args.ts,
                      store=args.store, server=args.server, token=token)
 
 
 def cmd_gateway_hbase_thrift(args: argparse.Namespace) -> int:
+    from tablewatch.extras import require
+
+    require("thriftpy2", "hbase", "tablewatch gateway hbase-thrift")
     from tablewatch.gateway.hbase_thrift import run
 
     return run(args)
@@ -74,7 +81,10 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tablewatch import __version__
+
     parser = argparse.ArgumentParser(prog="tablewatch", description="Monitoring store for ML systems.")
+    parser.add_argument("--version", action="version", version=f"tablewatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     store_parser = commands.add_parser("store", help="inspect and maintain a store")
@@ -91,15 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
     cli_read.add_commands(commands)
 
-    server = commands.add_parser("server", help="serve the HTTP ingest API (token: $TABLEWATCH_INGEST_TOKEN)")
+    server = commands.add_parser(
+        "server", help="serve the HTTP ingest API (token: $TABLEWATCH_INGEST_TOKEN)",
+        description="Serve the HTTP ingest API. Requests need 'Authorization: Bearer <token>' when "
+                    "$TABLEWATCH_INGEST_TOKEN is set; without it anyone who can reach the port can write (warned "
+                    "at start).")
     server.add_argument("--store", help="store URL (default: $TABLEWATCH_STORE, else ./tablewatch.db)")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     server.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080)")
-    server.add_argument("--max-body-bytes", type=_positive, default=16 * 1024 * 1024, help="larger bodies get 413")
-    server.add_argument("--max-items", type=_positive, default=100_000, help="most points or runs per request")
+    server.add_argument("--max-body-bytes", type=_positive, default=16 * 1024 * 1024,
+                        help="larger bodies get 413 (default: 16777216, 16 MiB)")
+    server.add_argument("--max-items", type=_positive, default=100_000,
+                        help="most points, task runs or predictions per request; more get 413 (default: 100000)")
     server.add_argument("--rules", metavar="FILE", help="the alert rules file: its actions run on Slack's Retrain "
                         "button (default: $TABLEWATCH_RULES)")
-    server.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    server.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                        help="(default: info)")
+    server.add_argument("--access-log", nargs="?", const="-", metavar="FILE",
+                        help="log one line per request: to stdout, or appended to FILE (default: no access log)")
     server.set_defaults(handler=cmd_server)
 
     push = commands.add_parser("push", help="write one point (for shell scripts); exit 2 on bad input")
@@ -110,8 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--ts", help="epoch seconds or ISO-8601 (default: now)")
     target = push.add_mutually_exclusive_group()
     target.add_argument("--store", help="store URL (default: $TABLEWATCH_STORE, else ./tablewatch.db)")
-    target.add_argument("--server", help="ingest server URL, e.g. http://127.0.0.1:8080")
-    push.add_argument("--token", help="bearer token for --server (default: $TABLEWATCH_INGEST_TOKEN)")
+    target.add_argument("--server", help="ingest server: http://127.0.0.1:8080, 127.0.0.1:8080 (http assumed) or "
+                                        "the full .../api/v1/points URL")
+    push.add_argument("--token", help="bearer token for --server (default: $TABLEWATCH_INGEST_TOKEN); "
+                                      "exit 3 when the server refuses it")
     push.set_defaults(handler=cmd_push)
 
     gateway_parser = commands.add_parser("gateway", help="serve a store over another system's wire protocol")
@@ -145,7 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`tablewatch store info --json | head -1`): not an
+        # error of ours. Point stdout at /dev/null so the exit flush is quiet.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell tool killed by the signal
     except TablewatchError as e:
         print(f"tablewatch: error: {e}", file=sys.stderr)
         return 2

@@ -24,8 +24,8 @@ class BackendSpec(NamedTuple):
 
 BACKENDS: dict[str, BackendSpec] = {
     "sqlite": BackendSpec("tablewatch.store.sqlite.SQLiteBackend", "built in"),
-    "hbase": BackendSpec("tablewatch.store.hbase.HBaseBackend", "pip install happybase"),
-    "bigtable": BackendSpec("tablewatch.store.bigtable.BigtableBackend", "pip install google-cloud-bigtable"),
+    "hbase": BackendSpec("tablewatch.store.hbase.HBaseBackend", "pip install 'tablewatch[hbase]'"),
+    "bigtable": BackendSpec("tablewatch.store.bigtable.BigtableBackend", "pip install 'tablewatch[bigtable]'"),
 }
 
 

@@ -75,7 +75,7 @@ import numpy as np
 from tablewatch.errors import ValidationError, ValidationTypeError
 from tablewatch.store.dayindex import DayIndex
 from tablewatch.store.keys import DAY_S, KeyCodec, day_of
-from tablewatch.store.names import MAX_TAG_VALUE_CHARS, SERIES_ID_BYTES
+from tablewatch.store.names import MAX_TAG_VALUE_CHARS, SERIES_ID_BYTES, check_encodable
 from tablewatch.store.table import GCPolicy, Row, RowMutation, SetCell, Table
 from tablewatch.store.timestamps import MAX_TS_US, MIN_TS_US, time_range, us_to_datetime
 
@@ -574,7 +574,7 @@ def validate_name(value: Any, where: str) -> str:
         raise ValidationError(where, value, f"must be 1 to {MAX_TAG_VALUE_CHARS} characters")
     if _CONTROL_RE.search(value):
         raise ValidationError(where, value, "must not contain control characters")
-    return value
+    return check_encodable(where, value)
 
 
 def validate_record(record: Any, index: int | None = None) -> SketchRecord:

@@ -148,6 +148,7 @@ class SQLiteBackend:
         # polling SQLite's file lock (other processes still wait on the file).
         self._write_lock = threading.Lock()
         self._infos: dict[str, TableInfo] = {}
+        self._infos_schema = -1  # SQLite's schema_version the cached infos were read at
         self._closed = False
         with self._errors("open"):
             connection = self._connection()
@@ -309,11 +310,18 @@ class SQLiteBackend:
         return [name for (name,) in rows]
 
     def table_info(self, name: str) -> TableInfo:
-        info = self._infos.get(name)
-        if info is not None:
-            return info
+        connection = self._connection()
         with self._errors(f"read table {name}"):
-            found = self._connection().execute(
+            # A table deleted or recreated by another process changes the schema
+            # version (read from the file header: microseconds): then re-read.
+            schema = connection.execute("PRAGMA schema_version").fetchone()[0]
+            if schema != self._infos_schema:
+                self._infos = {}
+                self._infos_schema = schema
+            info = self._infos.get(name)
+            if info is not None:
+                return info
+            found = connection.execute(
                 "SELECT families FROM tablewatch_tables WHERE name = ?", (name,)
             ).fetchone()
         if not found:

@@ -877,6 +877,8 @@ def _objects_to_float(array: np.ndarray, field: str) -> np.ndarray:
             raise ValidationTypeError(f"{field}[{i}]", item, "must be a number (use float('nan') for a missing value)")
         try:
             out[i] = float(item)
+        except OverflowError as e:
+            raise ValidationError(f"{field}[{i}]", item, "is too large for a 64-bit float") from e
         except (TypeError, ValueError) as e:
             raise ValidationTypeError(f"{field}[{i}]", item, "must be a number") from e
     return out
@@ -892,10 +894,18 @@ def _step_array(steps: Any, field: str) -> np.ndarray:
         if not np.isfinite(array).all() or (array != np.floor(array)).any():
             i = int(np.flatnonzero(~np.isfinite(array) | (array != np.floor(array)))[0])
             raise ValidationTypeError(f"{field}[{i}]", array[i], "must be a whole number")
+        if len(array) and np.abs(array).max() >= 2**63:  # reported as sent, not as int64 wrapped it
+            i = int(np.argmax(np.abs(array) >= 2**63))
+            raise ValidationError(f"{field}[{i}]", int(array[i]), "must be below 2**63")
     elif array.dtype.kind not in "iu":
         for i, item in enumerate(array):
             if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
                 raise ValidationTypeError(f"{field}[{i}]", item, "must be an integer")
+            if not -(2**63) <= item < 2**63:  # reported as sent, not as int64 wrapped it
+                raise ValidationError(f"{field}[{i}]", item, "must be below 2**63")
+    elif array.dtype.kind == "u" and len(array) and array.max() >= 2**63:
+        i = int(np.argmax(array >= 2**63))
+        raise ValidationError(f"{field}[{i}]", int(array[i]), "must be below 2**63")
     array = array.astype(np.int64)
     if len(array) and array.min() < 0:
         i = int(np.flatnonzero(array < 0)[0])

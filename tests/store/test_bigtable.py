@@ -115,7 +115,7 @@ def test_missing_client_library_names_the_package(monkeypatch):
     for name in [m for m in sys.modules if m.startswith("google.cloud.bigtable")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "google.cloud.bigtable", None)
-    with pytest.raises(MissingDependency, match="pip install google-cloud-bigtable"):
+    with pytest.raises(MissingDependency, match=r"pip install 'tablewatch\[bigtable\]'"):
         open_backend("bigtable://p/i")
 
 
