@@ -548,7 +548,7 @@ def serve(store_url: str, rules: str, server_port: int, dashboard_port: int, sto
         for s, handler in previous.items():
             signal.signal(s, handler)
         if started:
-            print("tablewatch demo: stopped the server, the alert runner and the dashboard")
+            print(f"tablewatch demo: stopped {', '.join(service.name for service, _ in started)}")
 
 
 # -- the command -----------------------------------------------------------------------------------------
