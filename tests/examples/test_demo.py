@@ -1,13 +1,22 @@
 """`tablewatch demo --no-serve` in a temporary directory: the expected alerts,
 read back from the store's alert state and sent to Slack (a local stand-in); a
-second run, without Slack (the console), writes and notifies nothing again.
+second run, without Slack (the console), writes and notifies nothing again;
+a third serves the server, the alert runner and the dashboard until Ctrl-C.
 The store is filled once for the package (tests/examples/conftest.py)."""
 
 from __future__ import annotations
 
+import importlib.util
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
 from tablewatch import open_store
 from tablewatch.alerts.state import AlertState
-from tests.examples.conftest import run_demo
+from tests.examples.conftest import ANCHOR, example_env, run_demo
 
 
 def test_demo_fires_the_expected_alerts(demo):
@@ -70,3 +79,57 @@ def test_running_the_demo_again_adds_nothing(demo):
     assert "[tablewatch alert]" not in again.stdout  # nothing notified twice
     assert counts() == before
 
+
+
+def test_the_demo_serves_until_ctrl_c(demo):
+    cwd, _, _ = demo
+    port = free_port_pair()
+    process = subprocess.Popen([sys.executable, "-m", "tablewatch.cli", "demo", "--anchor", ANCHOR, "--port-base",
+                                str(port)], cwd=cwd, env=example_env("sqlite:///unused.db"),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    urls = [f"http://127.0.0.1:{port}/healthz"]
+    if importlib.util.find_spec("tablewatch.dashboard") is not None:
+        urls.append(f"http://127.0.0.1:{port + 1}/_stcore/health")
+    try:
+        deadline = time.monotonic() + 60
+        while not all(answers(url) for url in urls):
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+            time.sleep(0.2)
+        with open_store(f"sqlite:///{cwd}/tablewatch-demo.db", create=False) as store:
+            state = AlertState(store)
+            while runner_pid(state.last_cycle()) in (None, process.pid):  # the alert runner's first cycle
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, output
+    assert f"http://127.0.0.1:{port}" in output and "Running (Ctrl-C stops everything)" in output
+    assert "tablewatch demo: stopped server, alerts" in output
+    assert not any(answers(url) for url in urls)
+
+
+def runner_pid(cycle):
+    """The process id in the name of the runner that ran ``cycle`` (host:pid:tag)."""
+    return None if cycle is None else int(cycle["runner"].split(":")[-2])
+
+
+def free_port_pair():
+    for _ in range(20):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no two free ports in a row")
+
+
+def answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
