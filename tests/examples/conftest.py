@@ -4,6 +4,7 @@ own directory, with the store and Slack chosen by environment variables."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +31,12 @@ def example_env(store_url: str, slack: SlackStandIn | None = None, **extra: str)
         env.update(SLACK_BOT_TOKEN=slack.token, SLACK_CHANNEL="#ml", TABLEWATCH_SLACK_API_URL=slack.api_url)
     env.update(extra)
     return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_example(name: str, *args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:

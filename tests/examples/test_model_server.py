@@ -5,7 +5,6 @@ distribution end up in the store."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,13 +12,7 @@ import time
 import httpx
 
 from tablewatch import open_store
-from tests.examples.conftest import EXAMPLES, example_env, run_example
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.examples.conftest import EXAMPLES, example_env, free_port, run_example
 
 
 def wait_healthy(url, process, timeout=30):

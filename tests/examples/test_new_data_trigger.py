@@ -4,7 +4,6 @@ retrain.py once, and the question is answered in Slack."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,9 @@ import httpx
 from tablewatch import open_store
 from tablewatch.alerts.state import AlertState
 from tests.alerts.engine_fixtures import click_payload, signed_click
-from tests.examples.conftest import EXAMPLES, example_env, run_example
+from tests.examples.conftest import EXAMPLES, example_env, free_port, run_example
 
 SECRET = "d1c6b0a55e1f4e7c9a8b7c6d5e4f3a2b"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check, timeout=30.0):
