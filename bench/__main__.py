@@ -19,6 +19,7 @@ SECTIONS = {
     "collectors": "bench.collectors_bench",
     "codec": "bench.codec_bench",
     "alerts": "bench.alerts_bench",
+    "dashboard": "bench.dashboard_bench",
 }
 
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite uses, when they are missing.
 # - google-cloud-cli-bigtable-emulator: Google's Bigtable emulator (cbtemulator)
+# - chromium: the browser the dashboard's browser tests drive through Playwright
 set -euo pipefail
 
 EMULATOR=/usr/lib/google-cloud-sdk/platform/bigtable-emulator/cbtemulator
 missing=()
 [ -x "$EMULATOR" ] || missing+=(google-cloud-cli-bigtable-emulator)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

@@ -159,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tablewatch.alerts.commands import add_commands as add_alert_commands
 
     add_alert_commands(commands)  # run, status, silence (into "alerts") and notify
+
+    from tablewatch.dashboard.command import add_commands as add_dashboard_commands
+
+    add_dashboard_commands(commands, _port)
     return parser
 
 

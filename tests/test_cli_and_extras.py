@@ -37,7 +37,7 @@ def tablewatch(*args: str, env: dict | None = None) -> subprocess.CompletedProce
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     path = tmp_path_factory.mktemp("push") / "store.db"
-    with open_store(f"sqlite:///{path}") as store:
+    with open_store(f"sqlite:///{path}", retention_s={"points": None}) as store:
         with serve_in_thread(create_app(store, TOKEN)) as url:
             yield url, store
 

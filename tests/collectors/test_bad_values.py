@@ -101,7 +101,7 @@ def test_a_poisoned_spool_does_not_stop_the_next_collector(store, url, tmp_path,
 @pytest.fixture(scope="module")
 def ingest(tmp_path_factory):
     path = tmp_path_factory.mktemp("ingest") / "store.db"
-    with open_store(f"sqlite:///{path}") as store:
+    with open_store(f"sqlite:///{path}", retention_s={"points": None}) as store:
         with serve_in_thread(create_app(store, max_items=5000)) as base:
             with httpx.Client(base_url=base, timeout=30) as client:
                 yield client, store

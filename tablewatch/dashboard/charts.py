@@ -1,0 +1,201 @@
+"""Plotly figures built from what :mod:`tablewatch.dashboard.queries` returns.
+
+Nothing here knows Streamlit or the store. Every trace is named after the
+series it draws (a task, a run, a feature, a route), so tests and people can
+tell them apart; large traces use WebGL (``Scattergl``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from tablewatch.dashboard.queries import DistributionComparison
+
+PALETTE = qualitative.Plotly
+STATUS_COLOURS = {"success": "#2ca02c", "retry": "#ff7f0e", "failure": "#d62728", "running": "#1f77b4",
+                  "queued": "#9467bd", "revoked": "#7f7f7f", "skipped": "#bcbd22"}
+#: Above this many points a trace is drawn with WebGL (below it SVG draws faster, and
+#: headless or GPU-less browsers render WebGL in software).
+WEBGL_POINTS = 5_000
+_HEIGHT = 360
+
+
+def _layout(fig: go.Figure, title: str, y_title: str = "", x_title: str = "", height: int = _HEIGHT) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=50, r=20, t=50, b=40), hovermode="x unified",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+                      yaxis_title=y_title, xaxis_title=x_title, template="plotly_white")
+    return fig
+
+
+def _scatter(n: int):
+    return go.Scattergl if n > WEBGL_POINTS else go.Scatter
+
+
+def _colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def task_durations(points: pd.DataFrame, bands: pd.DataFrame) -> go.Figure:
+    """Each task's attempt durations as dots, its p50 as a line and the
+    p50..p95 band shaded, per time bucket."""
+    fig = go.Figure()
+    tasks = list(dict.fromkeys([*points["task"], *bands["task"]]))
+    markers = _scatter(len(points))  # thousands of SVG markers draw slower than WebGL
+    for i, task in enumerate(tasks):
+        colour = _colour(i)
+        band = bands[bands["task"] == task]
+        if len(band):
+            fig.add_trace(go.Scatter(x=band["bucket"], y=band["p95"], name=f"{task} p95", legendgroup=task,
+                                     mode="lines", line=dict(width=0.5, color=colour), showlegend=False))
+            fig.add_trace(go.Scatter(x=band["bucket"], y=band["p50"], name=f"{task} p50", legendgroup=task,
+                                     mode="lines", line=dict(width=2, color=colour), fill="tonexty",
+                                     fillcolor=_transparent(colour)))
+        dots = points[points["task"] == task]
+        if len(dots):
+            fig.add_trace(markers(x=dots["ts"], y=dots["value"], name=task, legendgroup=task,
+                                              mode="markers", marker=dict(size=4, color=colour, opacity=0.5)))
+    return _layout(fig, "Task duration (dots: attempts; line: p50; band: p50–p95)", "seconds")
+
+
+def retries_per_day(frame: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    for i, (task, group) in enumerate(frame.groupby("task", sort=True)):
+        fig.add_trace(go.Bar(x=group["day"], y=group["retries"], name=task, marker_color=_colour(i),
+                             customdata=group["calls"], hovertemplate="%{y:.0f} retries in %{customdata} calls"))
+    fig.update_layout(barmode="stack")
+    if len(frame) and frame.groupby("day")["retries"].sum().max() <= 10:
+        fig.update_yaxes(dtick=1)
+    return _layout(fig, "Retries per day, stacked by task", "retries")
+
+
+def failure_rate(frame: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    for i, (task, group) in enumerate(frame.groupby("task", sort=True)):
+        fig.add_trace(go.Scatter(x=group["bucket"], y=group["failure_rate"], name=task, mode="lines+markers",
+                                 line=dict(color=_colour(i)), customdata=group[["failed", "attempts"]],
+                                 hovertemplate="%{y:.0%} (%{customdata[0]} of %{customdata[1]} attempts)"))
+    fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    return _layout(fig, "Failure rate of attempts per day", "failed attempts")
+
+
+def gantt(frame: pd.DataFrame, run_id: str) -> go.Figure:
+    """One bar per attempt of one pipeline run, a row per task, coloured by
+    status; retries show as several bars on their task's row."""
+    fig = go.Figure()
+    for status, group in frame.groupby("status", sort=False):
+        duration_ms = (group["end"] - group["start"]).dt.total_seconds() * 1000
+        fig.add_trace(go.Bar(
+            base=group["start"], x=duration_ms.clip(lower=1), y=group["task"], orientation="h", name=status,
+            marker_color=STATUS_COLOURS.get(status, "#7f7f7f"),
+            text=[f"#{a}" for a in group["attempt"]], textposition="inside",
+            customdata=group[["attempt", "duration_s", "error"]],
+            hovertemplate="%{y} attempt %{customdata[0]}: %{customdata[1]:.1f} s %{customdata[2]}<extra>" + status + "</extra>",
+        ))
+    fig.update_xaxes(type="date")
+    fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=list(dict.fromkeys(frame["task"])))
+    fig.update_layout(barmode="overlay")
+    height = max(220, 60 + 32 * frame["task"].nunique())
+    fig = _layout(fig, f"Run {run_id}: every attempt (numbered), retries included", height=height)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def training_curves(frame: pd.DataFrame, metric: str, x: str = "step") -> go.Figure:
+    fig = go.Figure()
+    for i, (run, group) in enumerate(frame.groupby("run", sort=False)):
+        fig.add_trace(_scatter(len(group))(x=group[x], y=group["value"], name=run, mode="lines",
+                                           line=dict(color=_colour(i))))
+    return _layout(fig, metric, metric, "step" if x == "step" else "")
+
+
+def system_metric(frame: pd.DataFrame, metric: str) -> go.Figure:
+    return training_curves(frame, metric, x="ts")
+
+
+def serving(frame: pd.DataFrame, column: str, title: str, y_title: str, percent: bool = False) -> go.Figure:
+    """One line per route of ``column`` (``p95``, ``throughput``, ``error_rate``...)."""
+    fig = go.Figure()
+    for i, (route, group) in enumerate(frame.groupby("route", sort=True)):
+        fig.add_trace(go.Scatter(x=group["bucket"], y=group[column], name=route, mode="lines",
+                                 line=dict(color=_colour(i))))
+    if percent:
+        fig.update_yaxes(tickformat=".1%", rangemode="tozero")
+    return _layout(fig, title, y_title)
+
+
+def latency(frame: pd.DataFrame) -> go.Figure:
+    """p50, p95 and p99 latency per route (one colour per route, dash per quantile)."""
+    fig = go.Figure()
+    dashes = {"p50": "solid", "p95": "dash", "p99": "dot"}
+    for i, (route, group) in enumerate(frame.groupby("route", sort=True)):
+        for quantile, dash in dashes.items():
+            fig.add_trace(go.Scatter(x=group["bucket"], y=group[quantile], name=f"{route} {quantile}", mode="lines",
+                                     line=dict(color=_colour(i), dash=dash), legendgroup=route))
+    return _layout(fig, "Latency p50 / p95 / p99", "seconds")
+
+
+def drift_scores(frame: pd.DataFrame) -> go.Figure:
+    """Drift score per feature over time, with each feature's threshold as a
+    dashed line and drifted windows marked."""
+    fig = go.Figure()
+    for i, (feature, group) in enumerate(frame.groupby("feature", sort=True)):
+        colour = _colour(i)
+        fig.add_trace(go.Scatter(x=group["window"], y=group["score"], name=feature, mode="lines+markers",
+                                 line=dict(color=colour), marker=dict(size=[9 if d else 4 for d in group["drifted"]],
+                                                                      symbol=["x" if d else "circle" for d in group["drifted"]]),
+                                 customdata=group[["method", "count", "effect"]],
+                                 hovertemplate="%{y:.3f} (%{customdata[0]}, %{customdata[1]} values, "
+                                               "effect %{customdata[2]:.2f})"))
+        fig.add_trace(go.Scatter(x=[group["window"].min(), group["window"].max()], y=[group["threshold"].iloc[0]] * 2,
+                                 name=f"{feature} threshold", mode="lines", line=dict(color=colour, dash="dash", width=1),
+                                 legendgroup=feature, showlegend=False, hoverinfo="skip"))
+    methods = ", ".join(sorted(set(frame["method"])))
+    return _layout(fig, f"Drift per window and feature (dashed: threshold; ×: drifted) — {methods}", "score")
+
+
+def distribution(comparison: DistributionComparison) -> go.Figure:
+    """Reference vs current distribution of one feature, as shares."""
+    labels = list(comparison.labels)
+    fig = go.Figure([
+        go.Bar(x=labels, y=list(comparison.reference), name=f"reference ({comparison.reference_count})",
+               marker_color="#7f7f7f", opacity=0.6),
+        go.Bar(x=labels, y=list(comparison.current), name=f"current ({comparison.current_count})",
+               marker_color="#1f77b4", opacity=0.6),
+    ])
+    fig.update_layout(barmode="overlay" if comparison.kind == "numeric" else "group")
+    fig.update_yaxes(tickformat=".0%")
+    title = f"{comparison.feature}: reference vs current"
+    result = comparison.result
+    if result is not None:
+        verdict = "drifted" if result.drifted else "no drift"
+        title += f" ({result.method} {result.score:.3g}, threshold {result.threshold:g}, effect {result.effect:.2f}: {verdict})"
+    return _layout(fig, title, "share of values", comparison.feature)
+
+
+def sparkline(values: Sequence[float], name: str = "") -> go.Figure:
+    fig = go.Figure(go.Scatter(y=list(values), mode="lines", name=name, line=dict(width=1.5, color="#1f77b4"),
+                               fill="tozeroy", fillcolor="rgba(31,119,180,0.15)", hoverinfo="y"))
+    fig.update_layout(height=60, margin=dict(l=0, r=0, t=0, b=0), showlegend=False, template="plotly_white")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def salt_buckets(hotspots: dict) -> go.Figure:
+    points = hotspots["points"]
+    mean = sum(points) / len(points) if points else 0
+    fig = go.Figure(go.Bar(x=list(range(len(points))), y=points, name="points", marker_color="#1f77b4"))
+    fig.add_hline(y=mean, line_dash="dash", annotation_text="mean", line_color="#7f7f7f")
+    skew = hotspots.get("skew")
+    title = "Points per salt bucket" + (f" (skew max/mean {skew:.2f})" if skew else "")
+    return _layout(fig, title, "points", "salt bucket")
+
+
+def _transparent(colour: str, alpha: float = 0.18) -> str:
+    colour = colour.lstrip("#")
+    r, g, b = (int(colour[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"

@@ -1,0 +1,2 @@
+"""The dashboard's pages: Streamlit scripts run by ``app.py``'s navigation
+(not imported). Each reads widgets, calls the cached queries and renders."""

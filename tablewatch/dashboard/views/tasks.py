@@ -1,0 +1,61 @@
+"""Tasks: duration over time per task with p50/p95 bands, retries per day,
+failure rate, a Gantt chart of one pipeline run, failed attempts."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from tablewatch.dashboard import charts, queries
+from tablewatch.dashboard.selection import Selection
+from tablewatch.dashboard.widgets import empty_state, keep_in_url, pick, query, run_page, widget_key
+
+ALL_TASKS = "(all tasks)"
+
+
+def body(sel: Selection, start: float, end: float) -> None:
+    pipelines = query("pipelines")
+    if not pipelines:
+        empty_state("No task runs yet. Track tasks with `collector.task(pipeline, task)`, "
+                    "`@collector.track(...)` or the Celery integration.")
+        return
+    left, right, third = st.columns(3)
+    with left:
+        pipeline = pick("Pipeline", pipelines, sel.pipeline, key="tasks.pipeline")
+    with right:
+        task = pick("Task", query("tasks_of", pipeline), sel.task, key="tasks.task", all_label=ALL_TASKS)
+    tasks = [task] if task else query("tasks_of", pipeline)
+    runs = query("task_runs", pipeline, task, start, end)
+    pipeline_runs = queries.pipeline_runs(runs)
+    with third:
+        run_ids = [r.run_id for r in pipeline_runs]
+        labels = {r.run_id: r.label for r in pipeline_runs}
+        current_run = sel.runs[0] if sel.runs else None
+        run_id = (st.selectbox("Pipeline run (Gantt)", run_ids, index=run_ids.index(current_run) if current_run in run_ids else 0,
+                               format_func=labels.get, key=widget_key("tasks.run")) if run_ids else None)
+    keep_in_url(sel.with_(pipeline=pipeline, task=task, runs=(run_id,) if run_id else ()))
+
+    points, bands = query("task_durations", pipeline, tuple(tasks), start, end)
+    if not len(points) and not runs:
+        st.info(f"No runs of {pipeline} {task or ''} in this time range: pick a longer one.")
+        return
+    st.plotly_chart(charts.task_durations(points, bands), key="chart.task_durations", width="stretch")
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(charts.retries_per_day(query("retries_per_day", pipeline, tuple(tasks), start, end)),
+                        key="chart.retries", width="stretch")
+    with right:
+        st.plotly_chart(charts.failure_rate(queries.failure_rates(runs)), key="chart.failure_rate",
+                        width="stretch")
+    if run_id:
+        all_tasks_runs = runs if task is None else query("task_runs", pipeline, None, start, end)
+        st.plotly_chart(charts.gantt(queries.gantt_frame(all_tasks_runs, run_id), run_id), key="chart.gantt",
+                        width="stretch")
+    st.subheader("Failed attempts")
+    failed = queries.failed_attempts(runs)
+    if len(failed):
+        st.dataframe(failed, hide_index=True, width="stretch", key="table.failed")
+    else:
+        st.caption("No failed attempts in this time range.")
+
+
+run_page("Tasks", body)

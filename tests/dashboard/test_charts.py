@@ -1,0 +1,49 @@
+"""Figures hold one named trace per series they draw."""
+
+import pandas as pd
+
+from tablewatch.dashboard import charts, queries
+from tests.dashboard.sample_data import DAY, FEATURES, MODEL, PIPELINE, RUNS, TASKS
+
+
+def names(fig):
+    return [trace.name for trace in fig.data]
+
+
+def test_task_charts(sample_store, sample):
+    now = sample[1].now
+    start, end = now - 8 * DAY, now + 1
+    points, bands = queries.task_durations(sample_store, PIPELINE, TASKS, start, end)
+    fig = charts.task_durations(points, bands)
+    assert set(names(fig)) == {f"{t}{suffix}" for t in TASKS for suffix in ("", " p50", " p95")}
+    dots = next(t for t in fig.data if t.name == "extract")
+    assert len(dots.y) == 28
+    runs = queries.task_runs(sample_store, PIPELINE, None, start, end)
+    gantt = charts.gantt(queries.gantt_frame(runs, sample[1].pipeline_run_ids[2]), "r")
+    assert sorted(names(gantt)) == ["retry", "success"]
+    assert all(trace.orientation == "h" for trace in gantt.data)
+    retries = charts.retries_per_day(queries.retries_per_day(sample_store, PIPELINE, TASKS, start, end))
+    assert retries.layout.barmode == "stack" and set(names(retries)) == set(TASKS)
+    assert set(names(charts.failure_rate(queries.failure_rates(runs)))) == set(TASKS)
+
+
+def test_training_drift_and_store_charts(sample_store, sample):
+    now = sample[1].now
+    curves = charts.training_curves(queries.training_curves(sample_store, "train.loss", RUNS), "train.loss")
+    assert sorted(names(curves)) == sorted(RUNS)
+    assert all(len(trace.x) <= queries.MAX_POINTS_PER_TRACE for trace in curves.data)
+    scores = queries.drift_over_time(sample_store, MODEL, FEATURES, now - DAY, now + 1)
+    fig = charts.drift_scores(scores)
+    assert set(names(fig)) == set(FEATURES) | {f"{f} threshold" for f in FEATURES}
+    threshold = next(t for t in fig.data if t.name == "age threshold")
+    assert set(threshold.y) == {scores["threshold"].iloc[0]}
+    dist = charts.distribution(queries.compare_distributions(sample_store, MODEL, "country", now - DAY, now + 1))
+    assert [n.split(" ")[0] for n in names(dist)] == ["reference", "current"]
+    salt = charts.salt_buckets(queries.store_hotspots(sample_store))
+    assert len(salt.data[0].y) == 16
+
+
+def test_large_traces_use_webgl():
+    frame = pd.DataFrame({"run": "r", "step": range(charts.WEBGL_POINTS + 1), "ts": pd.Timestamp(0, tz="UTC"), "value": 1.0})
+    assert charts.training_curves(frame, "loss").data[0].type == "scattergl"
+    assert charts.training_curves(frame.head(10), "loss").data[0].type == "scatter"
