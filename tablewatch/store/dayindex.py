@@ -41,9 +41,9 @@ class DayIndex:
     (so a day is written about once per process, not once per batch; at most
     ``max_known`` are remembered). Thread-safe."""
 
-    def __init__(self, table: Table, max_known: int = KNOWN_DAYS) -> None:
+    def __init__(self, table: Table, max_known: int | None = None) -> None:
         self.table = table
-        self._known: LRU[tuple[bytes, int], bool] = LRU(max_known)
+        self._known: LRU[tuple[bytes, int], bool] = LRU(max_known or KNOWN_DAYS)
 
     def mutations(
         self, row_key: bytes, meta: bytes, entity: bytes, days: Iterable[int], family: str

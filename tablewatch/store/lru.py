@@ -1,10 +1,16 @@
-"""A bounded mapping that forgets its least recently used entries: the caches
-of long-running processes (series ids, days already indexed) stay bounded."""
+"""A bounded cache for long-running processes (series ids, days already
+indexed): it forgets what has not been used for a while.
+
+Two generations of plain dicts, the way a clock or 2Q cache approximates LRU
+at the cost of a dict lookup: hits in the old generation are moved to the
+current one, and when the current one is full the old one is dropped. At most
+``max_entries`` entries are held; an entry used at least once per
+``max_entries / 2`` insertions is never forgotten.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
@@ -13,37 +19,40 @@ V = TypeVar("V")
 
 
 class LRU(Generic[K, V]):
-    """At most ``max_entries`` entries; a hit makes an entry the most recent.
-    Thread-safe."""
+    """At most ``max_entries`` entries, the least recently used forgotten first
+    (approximately: by generation). Thread-safe."""
 
     def __init__(self, max_entries: int) -> None:
-        if max_entries < 1:
-            raise ValueError(f"'max_entries' must be >= 1, got {max_entries}")
+        if max_entries < 2:
+            raise ValueError(f"'max_entries' must be >= 2, got {max_entries}")
         self.max_entries = max_entries
-        self._data: OrderedDict[K, V] = OrderedDict()
+        self._generation = max_entries // 2
+        self._current: dict[K, V] = {}
+        self._old: dict[K, V] = {}
         self._lock = threading.Lock()
 
     def get(self, key: K, default: V | None = None) -> V | None:
-        with self._lock:
-            try:
-                self._data.move_to_end(key)
-            except KeyError:
-                return default
-            return self._data[key]
+        value = self._current.get(key)
+        if value is not None:
+            return value
+        value = self._old.get(key)
+        if value is None:
+            return default
+        self.put(key, value)
+        return value
 
     def put(self, key: K, value: V) -> None:
         with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
+            if len(self._current) >= self._generation and key not in self._current:
+                self._old, self._current = self._current, {}
+            self._current[key] = value
 
     def __contains__(self, key: object) -> bool:
         return self.get(key) is not None  # type: ignore[arg-type]
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._current) + sum(1 for k in self._old if k not in self._current)
 
     def clear(self) -> None:
         with self._lock:
-            self._data.clear()
+            self._current, self._old = {}, {}

@@ -140,6 +140,7 @@ class ChunkCells:
     timestamps_ms: list[int]
     batch: np.ndarray            # per group: its batch
     day: np.ndarray              # per group: its day
+    key_order: list[int]         # the groups in row key order
 
 
 def chunk_cells(columns: PointColumns, codec: KeyCodec) -> ChunkCells:
@@ -165,6 +166,7 @@ def chunk_cells(columns: PointColumns, codec: KeyCodec) -> ChunkCells:
     raw = key_rows.tobytes()
     width = _KEY.itemsize
     keys = [raw[i:i + width] for i in range(0, len(raw), width)]
+    key_order = np.argsort(np.frombuffer(raw, dtype=f"S{width}"), kind="stable").tolist()
     values, steps, has_steps = columns.values, columns.steps, columns.has_steps
     encode = chunks.encode
     qualifiers, cells = [], []
@@ -180,7 +182,7 @@ def chunk_cells(columns: PointColumns, codec: KeyCodec) -> ChunkCells:
             cells.append(v)
     timestamps_ms = (ts[stops - 1] // 1000).tolist()
     day = group_bucket * codec.bucket_us // DAY_US
-    return ChunkCells(keys, qualifiers, cells, timestamps_ms, group_batch, day)
+    return ChunkCells(keys, qualifiers, cells, timestamps_ms, group_batch, day, key_order)
 
 
 def batch_days(cells: ChunkCells) -> list[tuple[int, int]]:

@@ -328,6 +328,8 @@ class Store:
     def _write_columns(self, columns: pointbatch.PointColumns) -> int:
         """Write the points of many series checked as columns: index rows of the
         (series, day) pairs new to this process, then one chunk per (batch, bucket)."""
+        if len(columns.ts_us) == 0:
+            return 0
         cells = pointbatch.chunk_cells(columns, self.codec)
         new_days: dict[int, list[int]] = {}
         is_known = self._days.is_known
@@ -341,18 +343,20 @@ class Store:
             meta = series_json(metric, tags)
             index += self._days.mutations(self._series_row_key(metric, sid), meta, sid, days, POINT_DAYS)
             index += index_rows(metric, tags, sid, meta)
-        rows: dict[bytes, list] = {}
-        for key, qualifier, value, timestamp_ms in zip(cells.keys, cells.qualifiers, cells.values, cells.timestamps_ms):
-            cell = SetCell(POINT_FAMILY, qualifier, value, timestamp_ms)
-            found = rows.get(key)
-            if found is None:
-                rows[key] = [cell]
-            else:
-                found.append(cell)
-        if index:
-            self._index.mutate_rows(_merge_rows(index))  # index first: a reader never misses written points
-        # In key order: the embedded store's B-tree then inserts with locality (several times faster).
-        self._points.mutate_rows([RowMutation(key, rows[key]) for key in sorted(rows)])
+        family = POINT_FAMILY
+        if len(set(cells.keys)) == len(cells.keys):  # one chunk per row: the common case of many series
+            # In key order: the embedded store's B-tree then inserts with locality (several times faster).
+            points = [RowMutation(cells.keys[i], [SetCell(family, cells.qualifiers[i], cells.values[i],
+                                                          cells.timestamps_ms[i])]) for i in cells.key_order]
+        else:
+            rows: dict[bytes, list] = {}
+            for key, qualifier, value, timestamp_ms in zip(cells.keys, cells.qualifiers, cells.values,
+                                                            cells.timestamps_ms):
+                rows.setdefault(key, []).append(SetCell(family, qualifier, value, timestamp_ms))
+            points = [RowMutation(key, rows[key]) for key in sorted(rows)]
+        if index:  # index first: a reader never misses written points
+            self._index.mutate_rows(sorted(_merge_rows(index), key=lambda row: row.key))
+        self._points.mutate_rows(points)
         for b, days in new_days.items():
             self._days.remember(series[b][2], days)
         return len(columns.ts_us)

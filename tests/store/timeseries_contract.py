@@ -205,6 +205,7 @@ class TimeSeriesContract:
         assert loss["value"].tolist() == [1.0, 2.0, 3.0] and loss["step"].tolist() == [10, 20, 30]
         assert store.read_points("serve.requests", {"pod": "p2", "route": "/b"})["step"].isna().all()
         assert store.write_points_many(batches) == 304  # a replay stores nothing twice
+        assert store.write_points_many([{"metric": "empty", "ts": np.array([]), "values": np.array([])}]) == 0
         assert len(store.read_points("serve.requests", {"pod": "p1", "route": "/a"})) == 2
         assert len(store.find_series("serve.requests", route="/a")) == 150
         bad = [*batches[:5], {"metric": "m", "ts": np.array([T0]), "values": np.array([float("inf")])}]
