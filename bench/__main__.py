@@ -17,6 +17,7 @@ SECTIONS = {
     "store": "bench.store_bench",
     "backends": "bench.backends_bench",
     "collectors": "bench.collectors_bench",
+    "scale": "bench.scale_bench",
 }
 
 
