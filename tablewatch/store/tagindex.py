@@ -1,23 +1,26 @@
 """The tag index: which series have a metric, a tag, a tag value.
 
 Rows of the series index table (``tw_series``), beside the day-index rows
-(prefix ``s``), each holding the series' name and tags (family ``meta``,
-qualifier ``json``)::
+(prefix ``s``). Each holds one cell per series (family ``meta``, qualifier the
+series id, value the series' name and tags as JSON)::
 
-    n metric \\0 series id                      one per series: lists a metric's series
-    x tag \\0 value \\0 metric \\0 series id      one per tag of a series: finds it by tag
+    n metric                       every series of a metric
+    x tag \\0 value \\0 metric       every series of a metric with that tag value
 
-Tag names, values and metrics hold no NUL (they are validated), so each prefix
-selects exactly the series it names. ``find_series`` scans one prefix — the
-first exact filter's (``x tag \\0 value \\0 metric \\0``), one per value of a list
-filter, ``x tag \\0`` for a presence filter, ``n metric \\0`` for no filter — and
-checks any other filters on the rows it got: it costs what it returns, not how
-many series or days the store holds.
+Tag names, values and metrics hold no NUL (they are validated), so each key
+names exactly one (metric) or (tag, value, metric). ``find_series`` reads one
+row per candidate set — the first exact filter's ``x`` row, one per value of a
+list filter, every ``x tag \\0`` row for a presence filter, the ``n`` row with
+no filter (a scan of the prefix when the metric is not given) — and checks any
+other filters on the cells it got: it costs what it returns, not how many
+series or days the store holds. Wide rows keep that cost per series small (no
+per-row overhead); they are written once per series per process and day, not
+per point, so they are no write hotspot.
 
-Rows are written with a series' day-index rows (before its points), at most
-about once per process per series and day, and are idempotent. A store written
-before the index existed is indexed once, when it is first opened by this
-version (:meth:`TagIndex.backfill`); a marker row in ``tw_meta`` records that.
+Cells are written with a series' day-index cells (before its points) and are
+idempotent. A store written before the index existed is indexed once, when this
+version first opens it (:meth:`TagIndex.backfill`); a marker row in ``tw_meta``
+records that.
 """
 
 from __future__ import annotations
@@ -26,15 +29,18 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tablewatch.store.table import Row, RowMutation, SetCell, Table, prefix_end
+import orjson
+
+from tablewatch.store.table import Row, RowMutation, SetCell, Table
 
 NAME_PREFIX = b"n"
 TAG_PREFIX = b"x"
 DAY_INDEX_PREFIX = b"s"
+FAMILY = "meta"
 META_COLUMN = ("meta", b"json")
 #: The marker row in ``tw_meta``: the tag index covers every series.
 MARKER_ROW = b"tagindex"
-BACKFILL_ROWS_PER_WRITE = 2000
+BACKFILL_SERIES_PER_WRITE = 2000
 _COLLECTIONS = (list, tuple, set, frozenset)
 
 
@@ -43,14 +49,21 @@ def series_json(metric: str, tags: Mapping[str, str]) -> bytes:
 
 
 def index_rows(metric: str, tags: Mapping[str, str], sid: bytes, meta: bytes | None = None) -> list[RowMutation]:
-    """The index rows of one series (``meta``: its JSON, computed when None)."""
+    """The index cells of one series (``meta``: its JSON, computed when None)."""
     meta = meta if meta is not None else series_json(metric, tags)
-    name = metric.encode()
-    rows = [RowMutation(NAME_PREFIX + name + b"\x00" + sid, [SetCell("meta", b"json", meta, 0)])]
-    for key, value in tags.items():
-        row = TAG_PREFIX + key.encode() + b"\x00" + value.encode() + b"\x00" + name + b"\x00" + sid
-        rows.append(RowMutation(row, [SetCell("meta", b"json", meta, 0)]))
+    rows = [RowMutation(name_key(metric), [SetCell(FAMILY, sid, meta, 0)])]
+    rows += [RowMutation(tag_key(key, value, metric), [SetCell(FAMILY, sid, meta, 0)]) for key, value in tags.items()]
     return rows
+
+
+def name_key(metric: str) -> bytes:
+    return NAME_PREFIX + metric.encode()
+
+
+def tag_key(key: str, value: str, metric: str | None) -> bytes:
+    """The row of (tag, value, metric); with metric None, the prefix of every metric's."""
+    head = TAG_PREFIX + key.encode() + b"\x00" + value.encode() + b"\x00"
+    return head if metric is None else head + metric.encode()
 
 
 def matches(tags: Mapping[str, str], filters: Mapping[str, Any]) -> bool:
@@ -77,32 +90,29 @@ class TagIndex:
 
     def find(self, metric: str | None, filters: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
         """(metric, tags) of the series of ``metric`` (any when None) matching ``filters``, unsorted."""
-        rows = self._candidates(metric, filters)
-        found: dict[bytes, tuple[str, dict[str, str]]] = {}
-        for row in rows:
-            sid = row.key[-8:]
-            if sid in found:
-                continue  # a list filter's rows of two values cannot both hold a series; kept for safety
-            data = json.loads(row.value(*META_COLUMN))
-            if (metric is None or data["metric"] == metric) and matches(data["tags"], filters):
-                found[sid] = (data["metric"], data["tags"])
+        found: dict[tuple[str, bytes], tuple[str, dict[str, str]]] = {}
+        loads = orjson.loads
+        for row in self._candidates(metric, filters):
+            for sid, cells in row.cells.get(FAMILY, {}).items():
+                data = loads(cells[0].value)
+                name, tags = data["metric"], data["tags"]
+                if (metric is None or name == metric) and (not filters or matches(tags, filters)):
+                    found[(name, sid)] = (name, tags)
         return list(found.values())
 
     def _candidates(self, metric: str | None, filters: Mapping[str, Any]) -> Iterable[Row]:
-        tail = b"" if metric is None else metric.encode() + b"\x00"
         driver = _driver(filters)
         if driver is None:
-            return self.table.scan(prefix=NAME_PREFIX + tail, columns=[META_COLUMN])
+            if metric is not None:
+                return self.table.read_rows([name_key(metric)], columns=[FAMILY])
+            return self.table.scan(prefix=NAME_PREFIX, columns=[FAMILY])
         key, wanted = driver
-        head = TAG_PREFIX + key.encode() + b"\x00"
         if wanted is True:
-            return self.table.scan(prefix=head, columns=[META_COLUMN])
+            return self.table.scan(prefix=TAG_PREFIX + key.encode() + b"\x00", columns=[FAMILY])
         values = [wanted] if isinstance(wanted, str) else sorted({w for w in wanted if isinstance(w, str)})
-        ranges = []
-        for value in values:
-            prefix = head + value.encode() + b"\x00" + tail
-            ranges.append((prefix, prefix_end(prefix)))
-        return self.table.scan_ranges(sorted(ranges), columns=[META_COLUMN]) if ranges else []
+        if metric is not None:
+            return self.table.read_rows([tag_key(key, value, metric) for value in values], columns=[FAMILY])
+        return [row for value in values for row in self.table.scan(prefix=tag_key(key, value, None), columns=[FAMILY])]
 
     # -- an existing store ------------------------------------------------------------
 
@@ -119,10 +129,9 @@ class TagIndex:
             if meta is None:
                 continue
             data = json.loads(meta)
-            sid = row.key[-8:]
-            pending += index_rows(data["metric"], data["tags"], sid, meta)
+            pending += index_rows(data["metric"], data["tags"], row.key[-8:], meta)
             count += 1
-            if len(pending) >= BACKFILL_ROWS_PER_WRITE:
+            if count % BACKFILL_SERIES_PER_WRITE == 0:
                 self.table.mutate_rows(pending)
                 pending = []
         if pending:
