@@ -75,7 +75,7 @@ PREDICTION_FIELDS = frozenset({"model", "features", "prediction", "ts"})
 #: Pending sketch records kept while the store is down (then the oldest go).
 MAX_PENDING_SKETCHES = 100_000
 #: Series (as sent: metric and tags) the points handler keeps checked, least recently used forgotten.
-SERIES_CACHE_ENTRIES = 131_072
+SERIES_CACHE_ENTRIES = 262_144
 US_PER_S = 1_000_000
 
 

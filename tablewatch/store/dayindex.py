@@ -23,7 +23,7 @@ _DAY = struct.Struct(">I")
 #: How many (entity, day) pairs a process remembers as indexed: enough for
 #: 100k series across a day boundary; the least recently written are forgotten
 #: (and merely written again), so a long-running process stays bounded.
-KNOWN_DAYS = 262_144
+KNOWN_DAYS = 524_288
 
 
 def days_in(row: Row, family: str) -> list[int]:

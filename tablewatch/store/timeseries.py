@@ -64,7 +64,7 @@ POINT_DAYS, TASK_DAYS, RUN_DAYS = "days", "task_days", "run_days"
 #: The column family of the points table holding the chunks.
 POINT_FAMILY = "p"
 #: Series a process keeps resolved (name and tags -> id), least recently used forgotten.
-SERIES_CACHE_ENTRIES = 131_072
+SERIES_CACHE_ENTRIES = 262_144
 
 
 @dataclass(frozen=True)
@@ -267,9 +267,10 @@ class Store:
         batch, with the same result.
         """
         batches = batches if isinstance(batches, list) else list(batches)
-        columns = pointbatch.columns_of(batches, self._resolve_or_none, _float_array, _step_array, allow_inf)
-        if columns is not None:
-            return self._write_columns(columns)
+        with pointbatch.gc_paused():
+            columns = pointbatch.columns_of(batches, self._resolve_or_none, _float_array, _step_array, allow_inf)
+            if columns is not None:
+                return self._write_columns(columns)
         prepared = []
         for i, batch in enumerate(batches):
             try:
