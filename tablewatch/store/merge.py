@@ -96,13 +96,14 @@ def row_points(row: Row, family: str) -> tuple[Points, bool]:
     return (distinct(points) if merged and len(cells) > 1 else points), merged
 
 
-def merge_mutation(row: Row, family: str) -> RowMutation | None:
+def merge_mutation(row: Row, family: str, points: Points | None = None) -> RowMutation | None:
     """The mutation that repacks a row's chunks into merged chunk(s); None when
-    it is one merged chunk already (or empty)."""
+    it is one merged chunk already (or empty). ``points``: the row's points
+    already decoded (by :func:`row_points`), to spare decoding them again."""
     cells = row.cells.get(family, {})
     if not needs_merge(cells):
         return None
-    points = distinct(decode_cells(cells[q][0].value for q in sorted(cells)))
+    points = distinct(points if points is not None else decode_cells(cells[q][0].value for q in sorted(cells)))
     has_steps = bool((points.steps != chunks.NO_STEP).any())
     sets = []
     for start in range(0, len(points.ts), chunks.MAX_CHUNK_POINTS):

@@ -415,7 +415,7 @@ class Store:
             parts.append(points)
             if self.merge_on_read and self.codec.decode_point_key(row.key)[2] < closed_before \
                     and merge.needs_merge(row.cells.get(POINT_FAMILY, {})):
-                to_merge.append(row)
+                to_merge.append((row, points))
         if to_merge:
             self._merge_rows_read(to_merge)
         if not parts:
@@ -449,13 +449,15 @@ class Store:
         merged = 0
         for start in range(0, len(keys), merge.ROWS_PER_PASS):
             rows = self._points.read_rows(keys[start:start + merge.ROWS_PER_PASS], columns=[POINT_FAMILY])
-            merged += self._merge_rows_read(rows, quiet=False)
+            merged += self._merge_rows_read([(row, None) for row in rows], quiet=False)
         return merged
 
-    def _merge_rows_read(self, rows: list, quiet: bool = True) -> int:
-        """Write the merges of rows just read; a reader (``quiet``) never fails
-        because its merge could not be written: the next read tries again."""
-        mutations = [m for m in (merge.merge_mutation(row, POINT_FAMILY) for row in rows) if m is not None]
+    def _merge_rows_read(self, rows: list[tuple[Any, merge.Points | None]], quiet: bool = True) -> int:
+        """Write the merges of rows just read, each with its points when already
+        decoded; a reader (``quiet``) never fails because its merge could not be
+        written: the next read tries again."""
+        mutations = [m for m in (merge.merge_mutation(row, POINT_FAMILY, points) for row, points in rows)
+                     if m is not None]
         if not mutations:
             return 0
         try:
