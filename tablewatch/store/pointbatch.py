@@ -52,10 +52,10 @@ class PointColumns:
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while a call builds a few objects per
-    point (cells, mutations, the backend's rows): none of them form cycles, and
-    with 100k series each allocation burst would otherwise trigger full
-    collections of the caller's whole heap (measured: 5x the cost of building
-    them). Reference counting still frees everything; the collector resumes
+    point or series (cells, mutations, the backend's rows, Series): none of
+    them form cycles, and with 100k series each allocation burst would
+    otherwise trigger full collections of the caller's whole heap (measured:
+    5x the cost of building them). Reference counting still frees everything; the collector resumes
     after the call (and was only re-enabled if it was enabled before)."""
     enabled = gc.isenabled()
     gc.disable()

@@ -221,11 +221,12 @@ class Store:
         filters = {**(tags or {}), **tag_filters}
         if metric is not None:
             metric = validate_metric(metric)
-        found = self._tag_index.find(metric, filters)  # see tablewatch.store.tagindex
-        # One string per series orders as (metric, sorted tag items) would: the
-        # separators sort below every character a name or tag may hold (stored tags are sorted).
-        found.sort(key=lambda s: s[0] + "\x00" + "\x00".join(f"{k}\x01{v}" for k, v in s[1].items()))
-        return [Series(m, t) for m, t in found]
+        with pointbatch.gc_paused():  # a few acyclic objects per series found
+            found = self._tag_index.find(metric, filters)  # see tablewatch.store.tagindex
+            # One string per series orders as (metric, sorted tag items) would: the
+            # separators sort below every character a name or tag may hold (stored tags are sorted).
+            found.sort(key=lambda s: s[0] + "\x00" + "\x00".join(f"{k}\x01{v}" for k, v in s[1].items()))
+            return [Series(m, t) for m, t in found]
 
     def series_days(self, metric: str, tags: Mapping[str, str] | None = None) -> list[int]:
         """Day indexes (days since the epoch, UTC) on which the series has points."""
