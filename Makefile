@@ -1,11 +1,11 @@
 # `make test` works on a fresh machine: it creates .venv, installs tablewatch with
-# its test dependencies, installs the system packages the tests need, and runs
-# the whole suite.
+# every extra and its test dependencies, installs the system packages the tests
+# need, and runs the whole suite.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test venv system-deps bench clean
+.PHONY: test venv system-deps bench evidently-venv clean
 
 test: venv system-deps
 	$(BIN)/python -m pytest -q
@@ -15,15 +15,24 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[all,dev]'
 	touch $@
 
 system-deps:
 	bash scripts/install-system-deps.sh
 
-bench: venv
-	$(BIN)/pip install -q -e '.[dev,bench]'
+bench: venv evidently-venv
+	$(BIN)/pip install -q -e '.[all,dev,bench]'
 	$(BIN)/python -m bench
 
+# Evidently (the alerts bench compares drift decisions with it) in a venv of its
+# own: Evidently 0.7 does not import with pandas 3, which tablewatch's venv has.
+evidently-venv: .venv-evidently/.installed
+
+.venv-evidently/.installed:
+	$(PYTHON) -m venv .venv-evidently
+	.venv-evidently/bin/pip install -q 'evidently>=0.7.20' 'pandas>=2.2,<3'
+	touch $@
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-evidently build *.egg-info

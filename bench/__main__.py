@@ -17,6 +17,9 @@ SECTIONS = {
     "store": "bench.store_bench",
     "backends": "bench.backends_bench",
     "collectors": "bench.collectors_bench",
+    "codec": "bench.codec_bench",
+    "alerts": "bench.alerts_bench",
+    "dashboard": "bench.dashboard_bench",
     "scale": "bench.scale_bench",
 }
 

@@ -11,7 +11,9 @@ Rows:
   extrapolated: labelled so);
 - our speed-up over ``log_batch`` (target >= 100x);
 - reading back one run's 1,000,000 points (``Store.read_arrays``) vs MLflow's
-  ``get_metric_history`` on what MLflow holds, as points/s.
+  ``get_metric_history`` on what MLflow holds, as points/s;
+- 100,000 series each logged once a second (bench/many_series_bench.py):
+  points written/s, peak backlog, lag, spooled, peak RSS, close() time.
 
 Each measurement is one function, so more rows (HTTP ingest) can be added.
 """
@@ -132,8 +134,16 @@ def http_ingest_results() -> list[Result]:
     return ingest_bench.run()
 
 
+def many_series_results() -> list[Result]:
+    """100,000 series each logged once a second: see bench/many_series_bench.py."""
+    from bench import many_series_bench
+
+    return many_series_bench.run()
+
+
 def run() -> list[Result]:
     results: list[Result] = []
+    results.extend(many_series_results())
     ours = collector_log_rate()
     results.append(Result(SECTION, "collector.log() loop, 1M points, durable after close()", ours, "points/s",
                           ">= 1,000,000 points/s", ours >= LOG_TARGET, "best of 5"))

@@ -44,7 +44,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import Result, best_of
-from tablewatch.store import Store, open_store
+from tablewatch.store import Store
+from tablewatch.store import open_store as _open_store
 from tablewatch.store.keys import DAY_S
 from tablewatch.store.table import RowMutation, SetCell
 
@@ -63,6 +64,11 @@ RSS_WARM, RSS_END = 10_000, 40_000
 POINTS_PER_REQUEST = 1_000
 
 
+def _open(url: str) -> Store:
+    """A store keeping points forever: the bench's points are older than the default retention."""
+    return _open_store(url, retention_s={"points": None})
+
+
 def _fleet(n: int, t: float) -> list[dict[str, Any]]:
     ts = np.array([int(t * 1e6)], dtype=np.int64).astype("datetime64[us]")
     return [{"metric": "serve.latency_s", "tags": {"model": f"m{i % 10}", "route": f"/r{i % 100}", "pod": f"p{i}"},
@@ -78,7 +84,7 @@ def _old_write_many(store: Store, batches: list[Mapping[str, Any]]) -> int:
 
 def measure_write_many(url: Callable[[], str], n: int, old_max: int = OLD_PATH_MAX) -> tuple[float, float]:
     """(new, old) series-points/s writing one point to each of ``n`` series."""
-    new_store, old_store = open_store(url()), open_store(url())
+    new_store, old_store = _open(url()), _open(url())
     try:
         for store in (new_store, old_store):
             store.write_points_many(_fleet(n, T0))  # the series exist: steady state
@@ -148,9 +154,9 @@ def one_hertz_results(tmp: str) -> list[Result]:
     ts = T0 + np.arange(n, dtype=np.float64)
     values = np.round(50 + 30 * np.sin(ts / 3600.0), 2)  # a GPU utilisation with two decimals
     tags = {"host": "h"}
-    bulk = open_store(f"sqlite:///{tmp}/bulk.db")
+    bulk = _open(f"sqlite:///{tmp}/bulk.db")
     bulk.write_points("gpu.util", tags, ts, values)
-    small = open_store(f"sqlite:///{tmp}/small.db")
+    small = _open(f"sqlite:///{tmp}/small.db")
     small.merge_on_read = False
     started = time.perf_counter()
     for hour in range(0, n, 3600):
@@ -232,7 +238,7 @@ def _add_history(store: Store, n: int, first_day: int, last_day: int) -> None:
 def find_results(tmp: str) -> list[Result]:
     results = []
     for n in FIND_SIZES:
-        store = open_store(f"sqlite:///{tmp}/find{n}.db")
+        store = _open(f"sqlite:///{tmp}/find{n}.db")
         fleet = _fleet(n, T0)
         for start in range(0, n, 20_000):
             store.write_points_many(fleet[start:start + 20_000])

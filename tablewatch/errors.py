@@ -47,6 +47,17 @@ class MissingDependency(TablewatchError, ImportError):
     """A backend's optional driver package is not installed."""
 
 
+class RuleError(TablewatchError, ValueError):
+    """An invalid rules file. The message names the file, the line, the rule
+    and the field (one line per problem), e.g.
+    ``rules.yaml:14: rules[2] ('etl-slow').window: must be a duration like 30m, 1h, 7d (got 'abc')``;
+    ``problems`` holds the lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
 class ValidationError(TablewatchError, ValueError):
     """Bad input: ``field`` names what was wrong, ``value`` is what was given."""
 
@@ -62,3 +73,22 @@ class ValidationError(TablewatchError, ValueError):
 
 class ValidationTypeError(ValidationError, TypeError):
     """Bad input of the wrong type (a string where a number belongs, ...)."""
+
+
+class StoreNotFound(StoreError):
+    """A command that only reads was pointed at a store that does not exist
+    (tablewatch never creates a store for a reader)."""
+
+
+class StoreSchemaError(StoreError):
+    """The store's own metadata (``tw_meta``) is from a newer tablewatch, or damaged."""
+
+
+class SeriesNotFound(TablewatchError, LookupError):
+    """No series has exactly these tags, but some have them among others;
+    ``candidates`` lists those series. A question asked wrong, not a store
+    failure: not a :class:`StoreError`."""
+
+    def __init__(self, message: str, candidates: list) -> None:
+        super().__init__(message)
+        self.candidates = candidates

@@ -10,8 +10,15 @@ Importing this package starts nothing: a collector's thread and its ``atexit``
 hook exist only once a :class:`Collector` is created.
 """
 
-from tablewatch.collectors.sdk import Collector, CollectorClosed
-from tablewatch.collectors.tracking import TaskAttempt, TaskTimer
-from tablewatch.collectors.training import Run
+from tablewatch._lazy import lazy_attributes
 
 __all__ = ["Collector", "CollectorClosed", "Run", "TaskAttempt", "TaskTimer"]
+
+# Imported when first used: `tablewatch push` loads push.py only.
+__getattr__, __dir__ = lazy_attributes(__name__, {
+    "Collector": "tablewatch.collectors.sdk",
+    "CollectorClosed": "tablewatch.collectors.sdk",
+    "TaskAttempt": "tablewatch.collectors.tracking",
+    "TaskTimer": "tablewatch.collectors.tracking",
+    "Run": "tablewatch.collectors.training",
+})

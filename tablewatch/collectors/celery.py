@@ -48,11 +48,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from celery import signals
-
 from tablewatch.errors import ValidationError
+from tablewatch.extras import require
 from tablewatch.store.names import validate_tags
 from tablewatch.store.tasks import TaskRun
+
+signals = require("celery.signals", "celery", "tablewatch.collectors.celery")
 
 log = logging.getLogger("tablewatch")
 

@@ -45,9 +45,12 @@ import contextvars
 import errno
 import logging
 import math
+import os
 import socket
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from itertools import islice
 from pathlib import Path
@@ -67,7 +70,14 @@ from tablewatch.collectors.spool import (
     default_spool_root,
 )
 from tablewatch.collectors.training import Run
-from tablewatch.errors import StoreURLError, TablewatchError, ValidationError, ValidationTypeError
+from tablewatch.errors import (
+    StoreUnavailable,
+    StoreURLError,
+    TableNotFound,
+    TablewatchError,
+    ValidationError,
+    ValidationTypeError,
+)
 from tablewatch.store.backends import BACKENDS, resolve_url, scheme_of
 from tablewatch.store.names import MAX_TAGS, validate_metric, validate_tags
 from tablewatch.store.runs import TrainingRun, validate_training_run
@@ -87,11 +97,67 @@ ORPHAN_SCAN_INTERVAL_S = 10.0
 _NO_STEP = -1.0
 #: Points written in one round trip at most (many series flushed together).
 _GROUP_POINTS = 200_000
+#: Series written in one round trip: the first guess, then sized to about a
+#: second of the store's measured speed, within these bounds.
+_GROUP_SERIES, _MIN_GROUP_SERIES, _GROUP_SERIES_MAX = 5_000, 500, 200_000
+#: A series' buffer is handed off at this many points at least (fewer when
+#: many series share ``max_buffered_points``).
+_MIN_HANDOFF_POINTS = 2
 _time = time.time
 
 
 class CollectorClosed(TablewatchError):
     """``log()`` was called on a collector after ``close()``."""
+
+
+#: Open collectors, restarted in a forked child (see ``Collector._restart_after_fork``).
+_OPEN: weakref.WeakSet[Collector] = weakref.WeakSet()
+_FORK_HOOK = threading.Lock()
+_fork_hook_registered = False
+
+
+def _register_fork_hook() -> None:
+    """Once per process, when the first collector is made (nothing at import)."""
+    global _fork_hook_registered
+    with _FORK_HOOK:
+        if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+            os.register_at_fork(before=_pause_for_fork, after_in_parent=_resume_after_fork,
+                                after_in_child=_restart_in_child)
+            _fork_hook_registered = True
+
+
+_paused: list[Collector] = []
+#: How long a fork waits for a flush round to end (seconds).
+FORK_WAIT_S = 2.0
+
+
+def _pause_for_fork() -> None:
+    """Before a fork, wait for the flush rounds in progress to end (up to
+    FORK_WAIT_S): a child forked while a flusher is inside SQLite inherits
+    SQLite's locks held, and hangs on its first connection."""
+    for collector in list(_OPEN):
+        if collector._flush_lock.acquire(timeout=FORK_WAIT_S):
+            _paused.append(collector)
+
+
+def _resume_after_fork() -> None:
+    while _paused:
+        _paused.pop()._flush_lock.release()
+
+
+def _close_at_worker_exit(collector: Collector) -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(collector, collector._close_at_exit, exitpriority=100)
+
+
+def _restart_in_child() -> None:
+    _paused.clear()  # the child replaces those locks
+    for collector in list(_OPEN):
+        try:
+            collector._restart_after_fork()
+        except Exception:  # a fork must never fail because of a collector
+            log.exception("tablewatch: could not restart a collector in the forked child")
 
 
 class _Series:
@@ -113,14 +179,19 @@ class _Series:
         self.last: tuple[float, float] | None = None  # (ts seconds, value) of the last point taken
 
 
-class _RawPoints:
-    """Points taken from a buffer, waiting to be written or spooled."""
+class _Batch:
+    """Points taken from the buffers of one or more series at once, waiting to
+    be written or spooled: one flat float64 array of (ts seconds, value, step)
+    triples, series after series (``counts[i]`` points of ``series[i]``).
+    Taking 100,000 series costs one list copy per series and one array for
+    all of them; the per-series work left is slicing views (:meth:`entries`)."""
 
-    __slots__ = ("series", "data")
+    __slots__ = ("series", "counts", "data")
 
-    def __init__(self, series: _Series, data: np.ndarray) -> None:
+    def __init__(self, series: list[_Series], counts: list[int], data: np.ndarray) -> None:
         self.series = series
-        self.data = data  # flat float64: ts seconds, value, step, ts, value, step, ...
+        self.counts = counts
+        self.data = data
 
     @property
     def points(self) -> int:
@@ -132,24 +203,78 @@ class _RawPoints:
         # 2100, so rounding recovers exact microseconds (also for a given ts).
         ts_us = np.rint(triples[:, 0] * 1e6).astype(np.int64)
         values = np.ascontiguousarray(triples[:, 1])
-        steps = triples[:, 2]
-        has_step = steps >= 0
-        metric, tags = self.series.metric, self.series.tags
-        if has_step.all():
-            return [PointsEntry(metric, tags, ts_us, values, steps.astype(np.int64))]
-        if not has_step.any():
-            return [PointsEntry(metric, tags, ts_us, values, None)]
-        without = ~has_step
-        return [
-            PointsEntry(metric, tags, ts_us[has_step], values[has_step], steps[has_step].astype(np.int64)),
-            PointsEntry(metric, tags, ts_us[without], values[without], None),
-        ]
+        has_step = triples[:, 2] >= 0
+        steps = triples[:, 2].astype(np.int64)
+        bounds = np.zeros(len(self.counts) + 1, dtype=np.int64)
+        np.cumsum(self.counts, out=bounds[1:])
+        with_steps = np.add.reduceat(has_step, bounds[:-1], dtype=np.int64).tolist()
+        edges = bounds.tolist()
+        entries: list[PointsEntry] = []
+        for i, series in enumerate(self.series):
+            lo, hi = edges[i], edges[i + 1]
+            metric, tags, stepped = series.metric, series.tags, with_steps[i]
+            if stepped == hi - lo:
+                entries.append(PointsEntry(metric, tags, ts_us[lo:hi], values[lo:hi], steps[lo:hi]))
+            elif not stepped:
+                entries.append(PointsEntry(metric, tags, ts_us[lo:hi], values[lo:hi], None))
+            else:  # a series logged with and without steps: one entry each
+                mask = has_step[lo:hi]
+                entries.append(PointsEntry(metric, tags, ts_us[lo:hi][mask], values[lo:hi][mask], steps[lo:hi][mask]))
+                entries.append(PointsEntry(metric, tags, ts_us[lo:hi][~mask], values[lo:hi][~mask], None))
+        return entries
+
+
+def _expand(work: list) -> list[Entry]:
+    """Queue items as spool entries, in order; consecutive batches merged
+    first, so that a series gets one entry however many rounds it waited."""
+    entries: list[Entry] = []
+    batches: list[_Batch] = []
+    for item in [*work, None]:
+        if isinstance(item, _Batch):
+            batches.append(item)
+            continue
+        if batches:
+            entries.extend(_merge_batches(batches).entries())
+            batches = []
+        if item is not None:
+            entries.append(item)
+    return entries
+
+
+def _merge_batches(batches: list[_Batch]) -> _Batch:
+    """One batch holding the points of ``batches``, grouped by series (each
+    series' points kept in the order they were taken)."""
+    if len(batches) == 1:
+        return batches[0]
+    index: dict[int, int] = {}
+    series: list[_Series] = []
+    owners: list[int] = []
+    for batch in batches:
+        for one in batch.series:
+            i = index.get(id(one))
+            if i is None:
+                i = index[id(one)] = len(series)
+                series.append(one)
+            owners.append(i)
+    owner = np.repeat(np.asarray(owners, dtype=np.int64),
+                      np.concatenate([np.asarray(b.counts, dtype=np.int64) for b in batches]))
+    order = np.argsort(owner, kind="stable")
+    triples = np.concatenate([b.data for b in batches]).reshape(-1, 3)[order]
+    counts = np.bincount(owner, minlength=len(series))
+    return _Batch(series, counts.tolist(), triples.reshape(-1))
+
+
+def _is_outage(error: BaseException) -> bool:
+    """An error that says the store cannot be reached now (retry later), as
+    opposed to one that says it will not take this batch (set it aside)."""
+    return isinstance(error, (StoreUnavailable, TableNotFound, OSError))
 
 
 class _StoreDown(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
+        self.done = 0  # entries of the call written before the store failed
 
 
 class _Once:
@@ -250,11 +375,17 @@ class Collector:
         self._registry: dict[int, _Series] = {}  # id(buffer) -> series
         self._canonical: dict[tuple, _Series] = {}
         self._handoff_len = 3 * flush_size
-        self._queue: list[Entry | _RawPoints] = []  # in order, waiting for the flusher
-        self._inflight: list[Entry | _RawPoints] = []  # taken by the flusher, not yet written or spooled
+        self._queue_cap = max_buffered_points  # points the queue may hold (the buffers hold the rest)
+        self._replay_done: dict[Path, int] = {}  # entries of a spool file already written (a long replay cut short)
+        self._queue: list[Entry | _Batch] = []  # in order, waiting for the flusher
+        self._inflight: list[Entry | _Batch] = []  # taken by the flusher, not yet written or spooled
         self._memory_points = 0  # points in _queue and _inflight
         self._taken_points = 0  # points ever taken from the buffers
-        self._counts = {"written": 0, "spooled": 0, "replayed": 0, "dropped": 0, "rejected": 0}
+        self._counts = {"written": 0, "spooled": 0, "replayed": 0, "dropped": 0, "rejected": 0,
+                        "rejected_batches": 0}
+        self._last_take = _time()       # when the buffers were last all taken (epoch s)
+        self._written_through = _time()  # every point logged before this is in the store (epoch s)
+        self._group_series = _GROUP_SERIES  # series per write call, adapted to the store's speed
         self._sketches: Any = prediction_sketches
         self._store_up = self._store is not None
         self._next_attempt = 0.0
@@ -267,9 +398,49 @@ class Collector:
         self._left_in_spool = 0
         self._once = _Once()
         self._wake = threading.Event()
+        self._drained = False  # close() took its last look at the buffers: later hand-offs spool
         self._thread = threading.Thread(target=self._loop, name="tablewatch-collector", daemon=True)
         self._thread.start()
         atexit.register(self._close_at_exit)
+        _OPEN.add(self)
+        _register_fork_hook()
+
+    def _restart_after_fork(self) -> None:
+        """In a forked child (``os.fork``, a DataLoader or multiprocessing
+        worker): fresh locks, a flusher thread of its own, a spool directory of
+        its own and its own store connection. What the parent had buffered
+        stays the parent's to write; the child writes what it logs."""
+        if self._closing or self._closed:
+            return
+        self._lock = threading.Lock()  # the parent's threads may have held them at the fork
+        self._flush_lock = threading.Lock()
+        self._spool_lock = threading.Lock()
+        self._once = _Once()
+        self._wake = threading.Event()
+        for series in self._registry.values():
+            del series.data[:]
+        self._queue, self._inflight, self._memory_points = [], [], 0
+        self._taken_points = 0
+        self._counts = dict.fromkeys(self._counts, 0)
+        if self._sketches is not None:
+            old = self._sketches
+            self._sketches = type(old)(window_s=old.window_s, emit_every_s=old.emit_every_s, alpha=old.alpha,
+                                       max_categories=old.max_categories)
+        self.spool.forget_after_fork()
+        self.spool = Spool(self.spool.root, self.url)
+        # Never share the parent's connections (SQLite, gRPC, Thrift): open the store anew.
+        self._store, self._owns_store, self._store_up = None, True, False
+        self._next_attempt, self._backoff = 0.0, RETRY_BACKOFF_S[0]
+        self._last_orphan_scan = -math.inf
+        self._replay_done = {}
+        self._written_through = self._last_take = _time()
+        self._thread = threading.Thread(target=self._loop, name="tablewatch-collector", daemon=True)
+        self._thread.start()
+        # A multiprocessing worker leaves through os._exit (no atexit): close at
+        # its exit, through a finalizer made once the worker has reset them.
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            mp_util.register_after_fork(self, _close_at_worker_exit)
 
     # -- logging points ---------------------------------------------------------------------
 
@@ -368,22 +539,33 @@ class Collector:
                 if run is not None:
                     run._buffers.append(series)
                 # Keep the sum of all buffers near the memory bound however many series there are.
-                per_series = max(1024, self.max_buffered_points // (4 * len(self._registry)))
+                # (100,000 series each get a few points: a stuck store still bounds memory.)
+                per_series = max(_MIN_HANDOFF_POINTS, self.max_buffered_points // (4 * len(self._registry)))
                 self._handoff_len = 3 * min(self.flush_size, per_series)
+                # What the buffers can hold is taken from what the queue may hold.
+                self._queue_cap = max(1, self.max_buffered_points - len(self._registry) * min(self.flush_size, per_series))
             key = _fast_key(metric, tags)
             if key is not None:
                 table[key] = series.data
         return series.data
 
     def _hand_off(self, data: list) -> None:
-        """A buffer is full: queue its points for the flusher, or spool them
-        here when memory is at its bound."""
+        """A buffer is full: queue its points for the flusher, or, when memory
+        is at its bound, spool them here with every other buffer (one file)."""
         with self._lock:
             series = self._registry.get(id(data))
             raw = None if series is None else self._take(series)
             if raw is None:
                 return
-            over = self._memory_points + raw.points > self.max_buffered_points
+            # After close() drained the buffers, a log() that raced it spools its point.
+            over = self._drained or self._memory_points + raw.points > self._queue_cap
+            # Over the bound, or many series sharing it (their buffers fill
+            # together): take every buffer in one batch, not one series at a time.
+            if over or 0 < self._handoff_len < 3 * self.flush_size:
+                rest = self._take_all(list(self._registry.values()))
+                if rest is not None:
+                    raw = _Batch(raw.series + rest.series, raw.counts + rest.counts, np.concatenate([raw.data, rest.data]))
+                over = over or self._memory_points + raw.points > self._queue_cap
             if not over:
                 self._queue.append(raw)
                 self._memory_points += raw.points
@@ -391,22 +573,33 @@ class Collector:
             self._spool_or_drop(raw)
         self._wake.set()
 
-    def _take(self, series: _Series) -> _RawPoints | None:
-        """The points buffered in a series, as an array, removed from its buffer.
-        Caller holds ``_lock``. ``fromiter`` reads the list's first n items in
-        one C loop (other threads only ever append after them), then ``del``
-        removes exactly those: a point appended meanwhile stays for next time."""
-        data = series.data
-        n = len(data)
-        if not n:
-            return None
-        taken = np.fromiter(islice(data, n), np.float64, n)
-        del data[:n]
-        series.last = (float(taken[-3]), float(taken[-2]))
-        self._taken_points += n // 3
-        return _RawPoints(series, taken)
+    def _take(self, series: _Series) -> _Batch | None:
+        """The points buffered in one series, removed from its buffer. Caller holds ``_lock``."""
+        return self._take_all((series,))
 
-    def _spool_or_drop(self, raw: _RawPoints) -> None:
+    def _take_all(self, all_series: Any) -> _Batch | None:
+        """The points buffered in ``all_series``, as one batch, removed from
+        their buffers. Caller holds ``_lock``. ``data[:n]`` copies the first n
+        items (other threads only ever append after them), then ``del``
+        removes exactly those: a point appended meanwhile stays for next time."""
+        flat: list[float] = []
+        taken: list[_Series] = []
+        counts: list[int] = []
+        for series in all_series:
+            data = series.data
+            n = len(data)
+            if n:
+                flat += data[:n]
+                del data[:n]
+                series.last = (flat[-3], flat[-2])
+                taken.append(series)
+                counts.append(n // 3)
+        if not taken:
+            return None
+        self._taken_points += len(flat) // 3
+        return _Batch(taken, counts, np.array(flat, dtype=np.float64))
+
+    def _spool_or_drop(self, raw: _Batch) -> None:
         entries = raw.entries()
         try:
             with self._spool_lock:
@@ -566,30 +759,39 @@ class Collector:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
 
-    def _round(self, *, force: bool) -> None:
+    def _round(self, *, force: bool, deadline: float | None = None) -> None:
         """One flush: take the buffers; replay the spool and write the queue if
-        the store is up; spool what is left. Caller holds ``_flush_lock``."""
+        the store is up; spool what is left (also what is not written by
+        ``deadline``, a ``time.monotonic()``). Caller holds ``_flush_lock``."""
         self._take_buffers(force_sketches=force)
         if self._abandoned:
             return
         written = (
             self._ensure_store(force)
             and (force or time.monotonic() >= self._next_attempt)
-            and self._replay(force)
-            and self._write_queue()
+            and self._replay(force, deadline)
+            and self._write_queue(deadline)
         )
-        if not written:
+        if not written and not (self._closing and not self._closed):
             # Down, backing off, or own spool not empty: spool behind what is
             # spooled, so that replay keeps the order things were logged in.
+            # (A round cut short for close() leaves the queue to close().)
             self._spool_queue()
 
     def _take_buffers(self, *, force_sketches: bool = False) -> None:
+        """Take every buffer into the queue as one batch; spool it instead when
+        memory would pass ``max_buffered_points`` (the store is not keeping up)."""
+        over = False
         with self._lock:
-            for series in list(self._registry.values()):
-                raw = self._take(series)
-                if raw is not None:
-                    self._queue.append(raw)
-                    self._memory_points += raw.points
+            self._last_take = _time()
+            batch = self._take_all(list(self._registry.values()))
+            if batch is not None:
+                over = self._memory_points > 0 and self._memory_points + batch.points > self._queue_cap
+                if not over:
+                    self._queue.append(batch)
+                    self._memory_points += batch.points
+        if over:
+            self._spool_or_drop(batch)
         if self._sketches is not None:
             records = self._sketches.drain(force=force_sketches)
             if records:
@@ -628,7 +830,7 @@ class Collector:
                 log.info("tablewatch: store %s is back", self.url)
             self._once.clear("spool-full")
 
-    def _replay(self, force: bool) -> bool:
+    def _replay(self, force: bool, deadline: float | None = None) -> bool:
         """Replay spooled files (own and those of dead collectors) in order; True
         when this collector's own spool is empty afterwards."""
         now = time.monotonic()
@@ -645,8 +847,8 @@ class Collector:
                     log.info("tablewatch: replaying the spool of %d stopped collector(s) from %s", adopted, self.spool.root)
             files = self.spool.pending()
         for item in files:
-            if self._abandoned:
-                return False
+            if self._abandoned or (deadline is not None and time.monotonic() >= deadline):
+                return False  # (before reading it: a file of 100,000 series takes a while to decode)
             try:
                 with self._spool_lock:
                     entries = self.spool.read(item.path)
@@ -656,80 +858,144 @@ class Collector:
             except OSError as e:
                 self._once("spool-read", logging.ERROR, "tablewatch: cannot read spool file %s: %s", item.path, e)
                 return False
+            start = self._replay_done.get(item.path, 0)
+
+            def replayed(lo: int, hi: int, refused: int, start: int = start, entries: list = entries) -> None:
+                with self._lock:
+                    self._counts["replayed"] += batch_points(entries[start + lo:start + hi]) - refused
+
             try:
-                self._write_entries(entries)
+                done, refused = self._write_in_chunks(entries[start:], deadline, replayed)
             except _StoreDown as e:
+                self._replay_done[item.path] = start + e.done
                 self._down(e.cause)
                 return False
+            if start + done < len(entries):
+                self._replay_done[item.path] = start + done  # past the deadline: resumed later
+                return False
+            self._replay_done.pop(item.path, None)
             with self._spool_lock:
                 self.spool.remove(item.path)
-            with self._lock:
-                self._counts["replayed"] += batch_points(entries)
             self._up()
         with self._spool_lock:
             self.spool.release_finished()
         return True
 
-    def _write_queue(self) -> bool:
-        """Write the queue in order; False when the store failed (the rest is
-        put back at the head of the queue)."""
+    def _write_queue(self, deadline: float | None = None) -> bool:
+        """Write the queue in order; False when the store failed or ``deadline``
+        passed (the rest is put back at the head of the queue)."""
         with self._lock:
             work, self._queue = self._queue, []
             self._inflight = work
+            taken_at = self._last_take
+        entries = _expand(work)
+        with self._lock:
+            self._inflight = entries
         done = 0
-        try:
-            for lo, hi in _groups(work):
-                entries = [e for item in work[lo:hi] for e in (item.entries() if isinstance(item, _RawPoints) else [item])]
-                self._write_entries(entries)
-                done = hi
-                points = sum(item.points for item in work[lo:hi])
-                with self._lock:
-                    self._counts["written"] += points
+
+        def written(lo: int, hi: int, refused: int) -> None:
+            points = batch_points(entries[lo:hi])
+            with self._lock:
+                self._counts["written"] += points - refused
+                if not self._abandoned:  # else close() spooled them all and zeroed the count
                     self._memory_points -= points
+
+        try:
+            done, _ = self._write_in_chunks(entries, deadline, written)
+            if done < len(entries):
+                return False
             self._up()
+            with self._lock:
+                caught_up = not self._queue
+            if caught_up and not self.spool.own_files():
+                self._written_through = taken_at
             return True
         except _StoreDown as e:
+            done = e.done
             self._down(e.cause)
             return False
         finally:
             with self._lock:
                 if not self._abandoned:
-                    self._queue = _merge_records(work[done:]) + self._queue
+                    self._queue = _merge_records(entries[done:]) + self._queue
                 self._inflight = []
 
-    def _write_entries(self, entries: list[Entry]) -> None:
+    def _write_in_chunks(self, entries: list[Entry], deadline: float | None,
+                         written: Callable[[int, int, int], None] | None = None) -> tuple[int, int]:
+        """Write entries in order, in calls of about a second each (sized by
+        the store's measured speed); between calls, take the buffers again when
+        a flush interval has passed, so that memory stays bounded however long
+        the whole takes. (entries done, points refused); stops early at
+        ``deadline``; _StoreDown carries ``done``."""
+        done = refused = 0
+        while done < len(entries):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if self._abandoned or (self._closing and not self._closed):
+                break  # close() is waiting for this round: it writes the rest itself
+            hi, points = done + 1, entries[done].points
+            while (hi < len(entries) and hi - done < self._group_series
+                   and points + entries[hi].points <= _GROUP_POINTS):
+                points += entries[hi].points
+                hi += 1
+            started = time.monotonic()
+            try:
+                chunk_refused = self._write_entries(entries[done:hi])
+            except _StoreDown as e:
+                e.done = done
+                raise
+            elapsed = time.monotonic() - started
+            if hi - done > 1 and elapsed > 0:  # aim at about a second per call
+                self._group_series = max(_MIN_GROUP_SERIES, min(_GROUP_SERIES_MAX, int((hi - done) / elapsed)))
+            if written is not None:
+                written(done, hi, chunk_refused)
+            refused += chunk_refused
+            done = hi
+            if _time() - self._last_take >= self.flush_interval:
+                self._take_buffers()
+        return done, refused
+
+    def _write_entries(self, entries: list[Entry]) -> int:
         """Write entries in order: consecutive points entries in one round trip
-        (``Store.write_points_many``) where the store has it."""
+        (``Store.write_points_many``) where the store has it. Entries the store
+        refuses are set aside; the points refused."""
+        refused = 0
         i = 0
         while i < len(entries):
             j = i
             while j < len(entries) and isinstance(entries[j], PointsEntry):
                 j += 1
             if j - i > 1 and hasattr(self._store, "write_points_many"):
-                self._write_points_many(entries[i:j])
+                refused += self._write_points_many(entries[i:j])
                 i = j
             else:
-                self._write_entry(entries[i])
+                refused += self._write_entry(entries[i])
                 i += 1
+        return refused
 
-    def _write_points_many(self, entries: list[PointsEntry]) -> None:
+    def _write_points_many(self, entries: list[PointsEntry]) -> int:
+        if len(entries) == 1:
+            return self._write_entry(entries[0])
         try:
             self._store.write_points_many(
-                [{"metric": e.metric, "tags": e.tags, "ts": e.ts_us.astype("datetime64[us]"), "values": e.values,
+                [{"metric": e.metric, "tags": e.tags, "ts": e.ts_us.view("datetime64[us]"), "values": e.values,
                   "steps": e.steps} for e in entries],
                 allow_inf=True,
             )
-        except ValidationError:
-            for entry in entries:  # one bad series must not take the others with it
-                self._write_entry(entry)
+            return 0
         except Exception as e:
-            raise _StoreDown(e) from e
+            if _is_outage(e):
+                raise _StoreDown(e) from e
+        # Refused: find the bad series by halves, so that it does not take the others with it.
+        middle = len(entries) // 2
+        return self._write_points_many(entries[:middle]) + self._write_points_many(entries[middle:])
 
-    def _write_entry(self, entry: Entry) -> None:
+    def _write_entry(self, entry: Entry) -> int:
+        """Write one entry; the points refused (the entry is then set aside)."""
         store = self._store
         try:
             if isinstance(entry, PointsEntry):
-                store.write_points(entry.metric, entry.tags, entry.ts_us.astype("datetime64[us]"), entry.values,
+                store.write_points(entry.metric, entry.tags, entry.ts_us.view("datetime64[us]"), entry.values,
                                    entry.steps, allow_inf=True)
             elif isinstance(entry, TaskRunsEntry):
                 store.write_task_runs(entry.runs)
@@ -739,14 +1005,31 @@ class Collector:
                 store.write_sketches(entry.records)
             else:
                 raise ValidationError("entry", getattr(entry, "kind", type(entry).__name__), "is of an unknown kind")
-        except ValidationError as e:
-            # The store will never take this entry: keeping it would block the spool forever.
-            with self._lock:
-                self._counts["rejected"] += entry.points
-            self._once(f"rejected-{type(entry).__name__}", logging.ERROR,
-                       "tablewatch: the store refused a %s and it was discarded: %s", type(entry).__name__, e)
         except Exception as e:
-            raise _StoreDown(e) from e
+            if _is_outage(e):
+                raise _StoreDown(e) from e
+            # The store will never take this entry: retrying it would block the rest forever.
+            self._set_aside(entry, e)
+            return entry.points
+        return 0
+
+    def _set_aside(self, entry: Entry, error: BaseException) -> None:
+        """Keep a refused entry where a person can look at it (``rejected/``
+        under the spool root: the batch in spool format and the reason)."""
+        reason = f"{type(error).__name__}: {error}"
+        try:
+            with self._spool_lock:
+                path: Path | None = self.spool.set_aside([entry], reason)
+        except OSError as e:
+            path = None
+            log.error("tablewatch: cannot keep a refused batch in %s (%s)", self.spool.rejected_dir, e)
+        with self._lock:
+            self._counts["rejected"] += entry.points
+            self._counts["rejected_batches"] += 1
+        self._once(f"rejected-{type(entry).__name__}", logging.ERROR,
+                   "tablewatch: the store refused a %s (%s); it is set aside in %s, never retried (later refusals "
+                   "are counted in stats()['rejected'] and kept there without a message)",
+                   type(entry).__name__, reason, path.parent if path else self.spool.rejected_dir)
 
     def _spool_queue(self) -> None:
         """Spool everything queued, as one file, in order."""
@@ -761,9 +1044,7 @@ class Collector:
             return
         spooled = False
         try:
-            entries: list[Entry] = []
-            for item in work:
-                entries.extend(item.entries() if isinstance(item, _RawPoints) else [item])
+            entries = _expand(work)
             with self._spool_lock:
                 path = self.spool.write(entries)
             spooled = True
@@ -803,8 +1084,10 @@ class Collector:
                 return self._stored_at_close
             self._closing = True
             # Later log() calls miss the buffer tables and are refused in _register;
-            # the buffers themselves stay registered for the last flush.
+            # the buffers themselves stay registered for the last flush. A log()
+            # already past the table lookup hands its point off at once.
             self._series.clear()
+            self._handoff_len = 0
             for series in self._registry.values():
                 if series.run is not None:
                     series.run._series.clear()
@@ -814,6 +1097,9 @@ class Collector:
             pass
         timeout = self.close_timeout if timeout is None else max(0.0, float(timeout))
         deadline = time.monotonic() + timeout
+        # A store that is up but slower than the backlog gets the timeout (at
+        # least a second) too; what it has not taken by then stays in the spool.
+        write_deadline = max(deadline, time.monotonic() + 1.0)
         self._wake.set()
         stored = False
         # A flusher in the middle of a healthy write gets at least a second to finish it.
@@ -822,7 +1108,7 @@ class Collector:
                 self._closed = True
                 delay = RETRY_BACKOFF_S[0]
                 while True:
-                    self._round(force=True)
+                    self._round(force=True, deadline=write_deadline)
                     stored = self._all_stored()
                     remaining = deadline - time.monotonic()
                     if stored or remaining <= 0:
@@ -846,6 +1132,16 @@ class Collector:
                 self._queue = []
             self._emergency_spool(work)
         self._thread.join(timeout=max(0.0, deadline - time.monotonic()) + 0.1)
+        # A log() that raced close(): its point is in a buffer now (spooled here)
+        # or hands itself off to the spool; never silently left behind.
+        with self._lock:
+            self._drained = True
+            late = self._take_all(list(self._registry.values()))
+            work, self._queue = self._queue, []  # hand-offs since the last round
+            self._memory_points -= sum(item.points for item in work)
+        if late is not None:
+            work.append(late)
+        self._emergency_spool(work)
         with self._spool_lock:
             files, points = self.spool.count()
             spool_dir = self.spool.own_dir or self.spool.root
@@ -863,6 +1159,7 @@ class Collector:
         if lost:
             log.error("tablewatch: %d points could neither be written nor spooled before close() and are lost "
                       "(counted in stats()['dropped'])", lost)
+        _OPEN.discard(self)
         if self._owns_store and self._store is not None and not self._abandoned:
             try:
                 self._store.close()
@@ -873,9 +1170,7 @@ class Collector:
     def _emergency_spool(self, work: list) -> None:
         if not work:
             return
-        entries: list[Entry] = []
-        for item in work:
-            entries.extend(item.entries() if isinstance(item, _RawPoints) else [item])
+        entries = _expand(work)
         points = batch_points(entries)
         try:
             with self._spool_lock:
@@ -908,17 +1203,25 @@ class Collector:
         """Counters (points): ``logged`` (accepted by log()), ``written`` (by
         this collector, directly), ``spooled``, ``replayed`` (from any spool file
         into the store), ``dropped`` (memory bound reached and spool unwritable),
-        ``rejected`` (refused by the store as invalid), ``buffered`` (in memory
-        now); ``spool_files`` waiting, ``store_up``, ``spool_dir``."""
+        ``rejected`` (refused by the store, set aside in ``rejected_dir``;
+        ``rejected_batches`` of them), ``buffered`` (the backlog in memory now,
+        at most about ``max_buffered_points``); ``lag_s``: how far the store
+        trails the logging, in seconds (the age of the oldest point logged and
+        not yet in the store; about ``flush_interval`` when it keeps up, 0 when
+        nothing waits); ``spool_files`` waiting, ``store_up``, ``spool_dir``."""
+        now = _time()
         with self._lock:
             buffered = sum(len(s.data) for s in self._registry.values()) // 3
             counts = dict(self._counts)
             logged = self._taken_points + buffered
             in_memory = self._memory_points + buffered
+            written_through = self._written_through
         with self._spool_lock:
             files = self._left_in_spool if self._closed else len(self.spool.pending())
-        return {"logged": logged, **counts, "buffered": in_memory, "spool_files": files,
-                "store_up": self._store_up and self._store is not None, "spool_dir": str(self.spool.root)}
+        lag = max(0.0, now - written_through) if in_memory or files else 0.0
+        return {"logged": logged, **counts, "buffered": in_memory, "lag_s": round(lag, 3), "spool_files": files,
+                "store_up": self._store_up and self._store is not None, "spool_dir": str(self.spool.root),
+                "rejected_dir": str(self.spool.rejected_dir)}
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -968,22 +1271,6 @@ def _fast_key(metric: Any, tags: Any) -> Any:
     except (TypeError, AttributeError):
         return None
     return key
-
-
-def _groups(work: list) -> list[tuple[int, int]]:
-    """[lo, hi) slices of the queue written in one go: runs of points batches
-    (up to ``_GROUP_POINTS`` points), and each record on its own."""
-    groups: list[tuple[int, int]] = []
-    lo = 0
-    while lo < len(work):
-        hi, points = lo + 1, work[lo].points
-        if isinstance(work[lo], _RawPoints):
-            while hi < len(work) and isinstance(work[hi], _RawPoints) and points + work[hi].points <= _GROUP_POINTS:
-                points += work[hi].points
-                hi += 1
-        groups.append((lo, hi))
-        lo = hi
-    return groups
 
 
 def _merge_records(items: list) -> list:

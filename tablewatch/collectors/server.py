@@ -6,6 +6,8 @@ a training job in a container that only has curl). Endpoints::
     POST /api/v1/points        points, row form or columnar form (JSON array, one object, or NDJSON)
     POST /api/v1/tasks         task runs (TaskRun fields; times as epoch seconds or ISO-8601)
     POST /api/v1/predictions   {"model", "features": {...}, "prediction", "ts"}: sketched, written every few seconds
+    POST /slack/actions        Slack's buttons (tablewatch.alerts.interactive)
+    POST /api/v1/notify        a message to Slack through the alert outbox (same bearer token)
     GET  /healthz              liveness: the process answers
     GET  /readyz               readiness: the store answers (503 otherwise)
 
@@ -39,22 +41,30 @@ import asyncio
 import hmac
 import json
 import logging
+import logging.config
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import numpy as np
-import orjson
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from tablewatch.extras import require
+
+require("starlette", "server", "the ingest server (tablewatch.collectors.server)")
+require("orjson", "server", "the ingest server (tablewatch.collectors.server)")
+import orjson  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import JSONResponse, Response  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+from tablewatch.collectors import query_api
 from tablewatch.collectors.predictions import PredictionSketches
+from tablewatch.collectors.push import TOKEN_ENV  # noqa: F401 - re-exported: the server's token variable
 from tablewatch.errors import StoreError, TablewatchError, ValidationError
 from tablewatch.store.lru import LRU
 from tablewatch.store.names import validate_metric, validate_tags
@@ -67,7 +77,6 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_ITEMS = 100_000
 DEFAULT_SKETCH_FLUSH_S = 10.0
 READY_TIMEOUT_S = 5.0
-TOKEN_ENV = "TABLEWATCH_INGEST_TOKEN"
 NDJSON_TYPES = ("ndjson", "jsonl", "json-seq", "jsonlines")
 POINT_FIELDS = frozenset({"metric", "tags", "ts", "value", "step"})
 COLUMN_FIELDS = frozenset({"metric", "tags", "ts", "values", "steps"})
@@ -121,6 +130,7 @@ def create_app(
     max_items: int = DEFAULT_MAX_ITEMS,
     sketch_window_s: int = 3600,
     sketch_flush_s: float = DEFAULT_SKETCH_FLUSH_S,
+    routes: Sequence[Route] = (),
 ) -> Starlette:
     """The ingest app (a Starlette ASGI app) writing to ``store``.
 
@@ -128,7 +138,8 @@ def create_app(
     Bearer <token>`` (compared in constant time); ``max_body_bytes``: larger
     bodies get 413; ``max_items``: most points (or task runs, or predictions)
     per request; predictions are sketched in windows of ``sketch_window_s``
-    and written every ``sketch_flush_s`` seconds and on shutdown.
+    and written every ``sketch_flush_s`` seconds and on shutdown; ``routes``
+    are mounted too (the alert routes: ``/slack/actions``, ``/api/v1/notify``).
     """
     for name, value in (("max_body_bytes", max_body_bytes), ("max_items", max_items)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -154,6 +165,8 @@ def create_app(
             Route("/api/v1/points", ingest.points, methods=["POST"]),
             Route("/api/v1/tasks", ingest.tasks, methods=["POST"]),
             Route("/api/v1/predictions", ingest.predictions, methods=["POST"]),
+            *query_api.routes(store, ingest._authorize),  # reads: tablewatch's JSON and OpenTSDB's API
+            *routes,
         ],
         exception_handlers={StoreError: _store_error, HTTPError: _http_error},
         lifespan=lifespan,
@@ -239,6 +252,8 @@ class _Ingest:
                     raise HTTPError(400, f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}", "body") from None
             except ValueError as e:  # not UTF-8
                 raise HTTPError(400, f"malformed JSON: {e}", "body") from None
+            except RecursionError:
+                raise HTTPError(400, "malformed JSON: nested too deeply", "body") from None
             else:
                 if isinstance(data, dict):
                     return [(data, None)]
@@ -252,6 +267,8 @@ class _Ingest:
                     items.append((_loads(line), None))
                 except ValueError as e:
                     items.append((None, ItemError("body", f"line {number} is not JSON: {e}")))
+                except RecursionError:
+                    items.append((None, ItemError("body", f"line {number} is not JSON: nested too deeply")))
         return items
 
     def _check_count(self, count: int, what: str) -> None:
@@ -357,15 +374,16 @@ class _Ingest:
             return None
         if not set(map(type, raw_tags)) <= {dict, type(None)}:
             return None
-        ts_s = np.asarray(ts, dtype=np.float64)
-        value_array = np.asarray(values, dtype=np.float64)
+        try:  # an integer beyond 64 bits overflows: let the item path name it
+            ts_s = np.asarray(ts, dtype=np.float64)
+            value_array = np.asarray(values, dtype=np.float64)
+            step_array = np.asarray(steps, dtype=np.int64) if step_types == {int} else None
+        except OverflowError:
+            return None
         if not ((ts_s >= MIN_TS_S) & (ts_s < MAX_TS_S)).all() or np.isinf(value_array).any():
             return None
-        step_array = None
-        if step_types == {int}:
-            step_array = np.asarray(steps, dtype=np.int64)
-            if (step_array < 0).any():
-                return None
+        if step_array is not None and (step_array < 0).any():
+            return None
         keys = [(m, tuple(t.items()) if t else ()) for m, t in zip(metrics, raw_tags)]
         ids: dict[tuple, int] = {}
         group_of = np.fromiter((ids.setdefault(k, len(ids)) for k in keys), dtype=np.int64, count=len(keys))
@@ -402,7 +420,7 @@ class _Ingest:
         """(metric, clean tags, a key of the series) of an item, checked."""
         if not item.keys() <= allowed:
             unknown = sorted(item.keys() - allowed)[0]
-            raise ItemError(unknown, f"is not a field (fields: {', '.join(sorted(allowed))})")
+            raise ItemError(unknown or '""', f"is not a field (fields: {', '.join(sorted(allowed))})")
         metric, tags = item.get("metric"), item.get("tags")
         if metric is None and "metric" not in item:
             raise ItemError("metric", "is missing")
@@ -489,7 +507,7 @@ class _Ingest:
                     raise ItemError("item", f"must be a JSON object, got {type(item).__name__}")
                 unknown = item.keys() - PREDICTION_FIELDS
                 if unknown:
-                    raise ItemError(sorted(unknown)[0], f"is not a field (fields: {', '.join(sorted(PREDICTION_FIELDS))})")
+                    raise ItemError(sorted(unknown)[0] or '""', f"is not a field (fields: {', '.join(sorted(PREDICTION_FIELDS))})")
                 for name in ("model", "prediction"):
                     if name not in item:
                         raise ItemError(name, "is missing")
@@ -561,12 +579,11 @@ def _point_ts(ts: Any, default_us: int | None) -> int:
             raise ItemError("ts", "is missing")
         return default_us
     if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        if not math.isfinite(ts):
+        if isinstance(ts, float) and not math.isfinite(ts):
             raise ItemError("ts", f"must be a finite number of epoch seconds (got {ts!r})")
-        us = int(ts * US_PER_S) if isinstance(ts, int) else round(ts * US_PER_S)
-        if not MIN_TS_US <= us < MAX_TS_US:
-            raise ItemError("ts", f"must be between 1970 and 2100 in epoch seconds, not ms (got {ts!r})")
-        return us
+        if not MIN_TS_S <= ts < MAX_TS_S:
+            raise ItemError("ts", f"must be between 1970 and 2100 in epoch seconds, not ms (got {_shown(ts)})")
+        return int(ts * US_PER_S) if isinstance(ts, int) else round(ts * US_PER_S)
     if isinstance(ts, str):
         try:
             return to_us(ts, "ts")
@@ -579,7 +596,10 @@ def _point_value(value: Any) -> float:
     if value is _MISSING:
         raise ItemError("value", "is missing")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ItemError("value", f"is too large for a 64-bit float (got {_shown(value)})") from None
         if math.isinf(number):
             raise ItemError("value", f"is infinite (got {value!r})")
         return number
@@ -589,9 +609,19 @@ def _point_value(value: Any) -> float:
 def _point_step(step: Any) -> int | None:
     if step is None:
         return None
-    if isinstance(step, int) and not isinstance(step, bool) and step >= 0:
+    if isinstance(step, int) and not isinstance(step, bool) and 0 <= step < 2**63:
         return step
-    raise ItemError("step", f"must be an integer >= 0 (got {step!r})"[:200])
+    raise ItemError("step", f"must be an integer from 0 to 2**63 - 1 (got {_shown(step)})")
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, shortened: a 400-digit number names itself by its size."""
+    if isinstance(value, float) and value.is_integer() and 2**53 <= abs(value) < 1e30:
+        value = int(value)  # orjson reads an integer past 64 bits as a float: show it as sent
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"an integer of {len(str(abs(value)))} digits"
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _loads(body: bytes) -> Any:
@@ -621,16 +651,56 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_items: int = DEFAULT_MAX_ITEMS,
     log_level: str = "info",
+    rules: str | None = None,
+    access_log: str | None = None,
 ) -> None:
-    """Open the store, serve the ingest API with uvicorn until stopped, close
-    the store."""
+    """Open the store, serve the ingest API and the alert routes (Slack from
+    ``$SLACK_*``; ``rules``: the rules file whose actions Retrain runs) with
+    uvicorn until stopped, close the store. Says which store it serves, and
+    warns when no token is set. ``access_log``: None (none), ``"-"`` (stderr)
+    or a file to append one line per request to (uvicorn's format: client,
+    request line, status)."""
+    import os
+
     import uvicorn
 
     from tablewatch.store import open_store
 
+    try:
+        from tablewatch.alerts.interactive import routes_from_env
+    except ImportError as e:  # the `alerts` extra is not installed: ingest and reads only
+        log.warning("tablewatch server: no Slack actions or /api/v1/notify (%s)", e)
+        routes_from_env = None
+
+    logging.config.dictConfig(_log_config(access_log))
     with open_store(store_url) as store:
-        app = create_app(store, token, max_body_bytes=max_body_bytes, max_items=max_items)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        alert_routes = routes_from_env(store, os.environ, token=token, rules_path=rules) if routes_from_env else []
+        app = create_app(store, token, max_body_bytes=max_body_bytes, max_items=max_items, routes=alert_routes)
+        log.info("tablewatch server: serving store %s on http://%s:%d", store.url, host, port)
+        if token is None:
+            log.warning("tablewatch server: NO TOKEN SET: anyone who can reach %s:%d can write to %s; set $%s "
+                        "to require 'Authorization: Bearer <token>'", host, port, store.url, TOKEN_ENV)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log is not None,
+                    log_config=None)  # configured above
+
+
+def _log_config(access_log: str | None) -> dict[str, Any]:
+    """uvicorn's logging configuration, with this module's messages on stderr
+    and the access log on stderr (``"-"``) or appended to a file."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["tablewatch"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    if access_log not in (None, "-"):
+        config["formatters"]["access_file"] = {
+            "()": "uvicorn.logging.AccessFormatter", "use_colors": False,
+            "fmt": '%(asctime)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+        }
+        config["handlers"]["access"] = {"class": "logging.FileHandler", "filename": access_log,
+                                        "formatter": "access_file"}
+    return config
 
 
 @contextmanager

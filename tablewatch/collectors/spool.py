@@ -40,6 +40,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import struct
 import time
 import uuid
@@ -60,14 +61,17 @@ MAGIC = b"TWSPOOL1"
 FORMAT_VERSION = 1
 SUFFIX = ".twb"
 LOCK_NAME = "lock"
+#: Where batches the store refused are kept (under the spool root), never replayed.
+REJECTED_DIR = "rejected"
 SPOOL_ENV = "TABLEWATCH_SPOOL"
 _U32 = struct.Struct("<I")
+_POINTS_FIELD = re.compile(rb'\{"version":\d+,"points":(\d+),')
 
 
 # -- what a batch holds ---------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class PointsEntry:
     """Points of one series: ts in int64 µs, values float64, steps int64 or None."""
 
@@ -137,7 +141,8 @@ def encode_batch(entries: Sequence[Entry], store_url: str) -> bytes:
         else:
             raise TypeError(f"cannot spool {type(entry).__name__}")
     header = json.dumps(
-        {"version": FORMAT_VERSION, "store": store_url, "created": time.time(), "pid": os.getpid(),
+        {"version": FORMAT_VERSION, "points": batch_points(entries), "store": store_url, "created": time.time(),
+         "pid": os.getpid(),
          "entries": described},
         separators=(",", ":"),
     ).encode()
@@ -288,6 +293,25 @@ class Spool:
             raise
         return final
 
+    @property
+    def rejected_dir(self) -> Path:
+        return self.root / REJECTED_DIR
+
+    def set_aside(self, entries: Sequence[Entry], reason: str) -> Path:
+        """Keep a batch the store refused in ``rejected/``: ``<name>.twb`` (the
+        spool format: :func:`decode_batch` reads it) and ``<name>.txt`` (why);
+        the path of the batch. Never replayed. Raises OSError."""
+        directory = self.rejected_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        self._seq += 1
+        name = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{self.id}-{self._seq:06d}"
+        final = directory / (name + SUFFIX)
+        temp = directory / f".tmp-{name}"
+        temp.write_bytes(encode_batch(entries, self.store_url))
+        os.replace(temp, final)
+        (directory / (name + ".txt")).write_text(reason + "\n", encoding="utf-8", errors="backslashreplace")
+        return final
+
     # -- reading -----------------------------------------------------------------------
 
     def own_files(self) -> list[Path]:
@@ -305,7 +329,7 @@ class Spool:
         except OSError:
             return 0
         for directory in candidates:
-            if directory == self._dir or directory in held:
+            if directory == self._dir or directory in held or directory.name == REJECTED_DIR:
                 continue
             try:
                 fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -372,6 +396,17 @@ class Spool:
             os.close(fd)
         self._adopted = keep
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: let go of the parent's directories (closing the
+        inherited descriptors leaves the parent's locks in place) without
+        touching them."""
+        for fd in [fd for _, fd in self._adopted] + ([self._lock_fd] if self._lock_fd is not None else []):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._adopted, self._dir, self._lock_fd = [], None, None
+
     def close(self) -> None:
         """Release every lock; remove this collector's directory if it is empty
         (a non-empty one stays for the next collector to replay)."""
@@ -384,6 +419,9 @@ class Spool:
                 _remove_dir(self._dir)
             os.close(self._lock_fd)
         self._dir, self._lock_fd = None, None
+        # A batch written after this (a log() that raced the collector's close)
+        # goes to a directory of its own: this one may be adopted already.
+        self.id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
 def peek_points(path: Path) -> int:
@@ -394,7 +432,11 @@ def peek_points(path: Path) -> int:
             if not head.startswith(MAGIC):
                 return 0
             (size,) = _U32.unpack_from(head, len(MAGIC))
-            header = json.loads(f.read(size))
+            start = f.read(min(size, 64))
+            counted = _POINTS_FIELD.match(start)  # written first: no need to parse 100,000 entries
+            if counted:
+                return int(counted.group(1))
+            header = json.loads(start + f.read(size - len(start)))
         return sum(e.get("n", 0) for e in header["entries"] if e.get("kind") == "points")
     except (OSError, ValueError, KeyError):
         return 0

@@ -36,13 +36,16 @@ The gateway behaves as HBase 2.x's ``ThriftHBaseServiceHandler`` does:
   ``compact()`` (removing cells past max age or versions) before answering.
 - Scanners live in the gateway under their id until ``scannerClose``, until
   the connection that opened them closes, or after ``scanner_timeout_s``
-  without use. Filter strings: ``PrefixFilter``, ``KeyOnlyFilter``,
-  ``FirstKeyOnlyFilter``, ``ColumnPrefixFilter``, ``MultipleColumnPrefixFilter``,
-  ``InclusiveStopFilter`` and ``PageFilter``, joined with ``AND``.
-- ``atomicIncrement``, ``increment(Rows)``, ``append``, ``checkAndPut`` and
-  timestamped deletes read then write under row locks: atomic with respect to
-  every write through this gateway process (not to other processes writing the
-  same store directly).
+  without use. Filter strings are HBase's filter language (``AND``, ``OR``,
+  ``SKIP``, ``WHILE``, parentheses) with the filters and comparators
+  :mod:`tablewatch.gateway.filters` lists, evaluated as a region server does;
+  a malformed one answers an ``IOError`` naming the problem.
+- ``atomicIncrement``, ``increment(Rows)``, ``append`` and timestamped
+  deletes read then write under row locks: atomic with respect to every write
+  through this gateway process (not to other processes writing the same store
+  directly). ``checkAndPut`` of the checked cell itself goes through the
+  store's atomic ``check_and_set``, so it is atomic for every writer; its
+  empty/absent ``value`` means what it means to HBase ("missing or empty").
 - A method the gateway does not implement (``getRowOrBefore``,
   ``getRegionInfo``) answers a Thrift ``IOError`` saying so, and the connection
   stays usable. Every failure answers one of the exceptions the method declares;
@@ -62,7 +65,6 @@ import importlib.util
 import itertools
 import logging
 import queue
-import re
 import signal
 import socket
 import struct
@@ -92,6 +94,7 @@ from tablewatch.errors import (
     TablewatchError,
     ValidationError,
 )
+from tablewatch.gateway import filters
 from tablewatch.store.table import (
     Backend,
     Cell,
@@ -217,6 +220,26 @@ def _row_result(key: bytes, cells: Sequence[tuple[bytes, Cell]], sort_columns: b
     return idl.TRowResult(row=key, columns=columns)
 
 
+def _filter_columns(row: Row, before: int) -> list[list[filters.ScanCell]]:
+    """A row's columns for a filter: (family, qualifier) order, each column's
+    cells with ts < ``before``, newest first."""
+    columns = []
+    for family in sorted(row.cells):
+        for qualifier, cells in sorted(row.cells[family].items()):
+            column = [filters.ScanCell(family, qualifier, c.value, c.timestamp_ms) for c in cells
+                      if c.timestamp_ms < before]
+            if column:
+                columns.append(column)
+    return columns
+
+
+def _parse_filter(text: bytes) -> filters.Filter:
+    try:
+        return filters.parse_filter(text)
+    except filters.FilterError as e:
+        raise _io_error(f"java.lang.IllegalArgumentException: {e}") from e
+
+
 def _tcells(cells: Iterable[tuple[bytes, Cell]]) -> list[Any]:
     tcell = hbase_idl().TCell
     return [tcell(value=cell.value, timestamp=cell.timestamp_ms) for _, cell in cells]
@@ -242,178 +265,6 @@ class _RowLocks:
         finally:
             for stripe in reversed(taken):
                 self._locks[stripe].release()
-
-
-# -- filter strings ----------------------------------------------------------------------
-
-_FILTER_TOKEN = re.compile(
-    rb"\s*(?:(?P<string>'(?:[^']|'')*')|(?P<number>-?\d+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[(),])"
-    rb"|(?P<operator><=|>=|!=|=|<|>))",
-    re.S,
-)
-SUPPORTED_FILTERS = (
-    "ColumnPrefixFilter",
-    "FirstKeyOnlyFilter",
-    "InclusiveStopFilter",
-    "KeyOnlyFilter",
-    "MultipleColumnPrefixFilter",
-    "PageFilter",
-    "PrefixFilter",
-)
-
-
-class ScanFilter:
-    """A parsed filter string: row tests, then cell transforms in order."""
-
-    def __init__(self) -> None:
-        self.prefixes: list[bytes] = []
-        self.inclusive_stops: list[bytes] = []
-        self.page: int | None = None
-        self.cell_steps: list[Callable[[list[tuple[bytes, Cell]]], list[tuple[bytes, Cell]]]] = []
-
-    def row_verdict(self, key: bytes, reverse: bool) -> str:
-        """"take", "skip" or "stop" (no later row can match)."""
-        for stop in self.inclusive_stops:
-            if (key < stop) if reverse else (key > stop):
-                return "stop"
-        for prefix in self.prefixes:
-            if not key.startswith(prefix):
-                if not reverse and key > prefix:
-                    return "stop"
-                return "skip"
-        return "take"
-
-    def cells(self, cells: list[tuple[bytes, Cell]]) -> list[tuple[bytes, Cell]]:
-        for step in self.cell_steps:
-            if not cells:
-                break
-            cells = step(cells)
-        return cells
-
-
-def parse_filter(text: bytes | str) -> ScanFilter:
-    """Parse the subset of HBase's filter language the gateway supports."""
-    raw = text.encode() if isinstance(text, str) else text
-    tokens: list[tuple[str, Any]] = []
-    position = 0
-    while position < len(raw):
-        if raw[position:].strip() == b"":
-            break
-        match = _FILTER_TOKEN.match(raw, position)
-        if match is None or match.end() == position:
-            raise _io_error(f"filter string {raw!r}: cannot parse at offset {position}")
-        kind = match.lastgroup
-        value = match.group(kind)
-        if kind == "string":
-            value = value[1:-1].replace(b"''", b"'")
-        elif kind == "number":
-            value = int(value)
-        elif kind == "name":
-            value = value.decode()
-        else:
-            value = value.decode()
-        tokens.append((kind, value))
-        position = match.end()
-    result = ScanFilter()
-    parser = _FilterParser(raw, tokens, result)
-    parser.expression()
-    if parser.i != len(tokens):
-        raise _io_error(f"filter string {raw!r}: unexpected {tokens[parser.i][1]!r}")
-    return result
-
-
-class _FilterParser:
-    def __init__(self, raw: bytes, tokens: list[tuple[str, Any]], result: ScanFilter) -> None:
-        self.raw, self.tokens, self.result, self.i = raw, tokens, result, 0
-
-    def peek(self) -> tuple[str, Any] | None:
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
-
-    def take(self, kind: str, value: Any = None) -> Any:
-        token = self.peek()
-        if token is None or token[0] != kind or (value is not None and token[1] != value):
-            wanted = value or kind
-            got = token[1] if token else "the end"
-            raise _io_error(f"filter string {self.raw!r}: expected {wanted!r}, got {got!r}")
-        self.i += 1
-        return token[1]
-
-    def expression(self) -> None:
-        self.term()
-        while (token := self.peek()) is not None and token[0] == "name" and token[1] in ("AND", "OR"):
-            if token[1] == "OR":
-                raise _io_error(f"filter string {self.raw!r}: OR is not supported by the tablewatch gateway (AND is)")
-            self.i += 1
-            self.term()
-
-    def term(self) -> None:
-        token = self.peek()
-        if token == ("punct", "("):
-            self.i += 1
-            self.expression()
-            self.take("punct", ")")
-            return
-        name = self.take("name")
-        if name in ("SKIP", "WHILE"):
-            raise _io_error(f"filter string {self.raw!r}: {name} is not supported by the tablewatch gateway")
-        self.take("punct", "(")
-        args: list[Any] = []
-        if self.peek() != ("punct", ")"):
-            while True:
-                kind, value = self.tokens[self.i] if self.i < len(self.tokens) else ("end", None)
-                if kind not in ("string", "number", "name", "operator"):
-                    raise _io_error(f"filter string {self.raw!r}: bad argument to {name}")
-                if kind == "name" and value.lower() in ("true", "false"):
-                    value = value.lower() == "true"
-                args.append(value)
-                self.i += 1
-                if self.peek() == ("punct", ","):
-                    self.i += 1
-                    continue
-                break
-        self.take("punct", ")")
-        self.add(name, args)
-
-    def add(self, name: str, args: list[Any]) -> None:
-        result = self.result
-
-        def want(count: int, kind: type) -> None:
-            if len(args) != count or not all(isinstance(a, kind) and not (kind is int and isinstance(a, bool))
-                                              for a in args):
-                raise _io_error(f"filter string {self.raw!r}: {name} takes {count} {kind.__name__} argument(s)")
-
-        if name == "PrefixFilter":
-            want(1, bytes)
-            result.prefixes.append(args[0])
-        elif name == "InclusiveStopFilter":
-            want(1, bytes)
-            result.inclusive_stops.append(args[0])
-        elif name == "PageFilter":
-            want(1, int)
-            result.page = args[0] if result.page is None else min(result.page, args[0])
-        elif name == "KeyOnlyFilter":
-            if args:
-                want(1, bool)
-            length_as_value = bool(args and args[0])
-            result.cell_steps.append(lambda cells: [
-                (c, Cell(struct.pack(">i", len(x.value)) if length_as_value else b"", x.timestamp_ms)) for c, x in cells
-            ])
-        elif name == "FirstKeyOnlyFilter":
-            want(0, bytes)
-            result.cell_steps.append(lambda cells: cells[:1])
-        elif name in ("ColumnPrefixFilter", "MultipleColumnPrefixFilter"):
-            if name == "ColumnPrefixFilter":
-                want(1, bytes)
-            elif not args or not all(isinstance(a, bytes) for a in args):
-                raise _io_error(f"filter string {self.raw!r}: {name} takes quoted prefixes")
-            prefixes = tuple(args)
-            result.cell_steps.append(lambda cells: [
-                (c, x) for c, x in cells if c.partition(b":")[2].startswith(prefixes)
-            ])
-        else:
-            raise _io_error(
-                f"filter {name!r} is not supported by the tablewatch gateway; supported: {', '.join(SUPPORTED_FILTERS)}"
-            )
 
 
 # -- scanners ------------------------------------------------------------------------------
@@ -852,21 +703,44 @@ class HBaseThriftHandler:
 
     def checkAndPut(self, tableName: bytes, row: bytes, column: bytes, value: bytes | None, mput: Any,
                     attributes: Attributes = None) -> bool:
+        """HBase's ``checkAndMutate(row, family).qualifier(q)``, then
+        ``ifEquals(value)``, or ``ifNotExists()`` when ``value`` is absent; as
+        in HBase, an absent or empty ``value`` matches a missing cell or one
+        holding ``b""``. The put gets the gateway's clock (Thrift v1 carries no
+        timestamp). When it writes the checked column, the store's
+        ``check_and_set`` makes it atomic for every writer of the store; a put
+        to another column is atomic with respect to this gateway's writes."""
         name, table, families = self._table(tableName)
+        if not row:
+            raise _illegal("a row key is missing")
+        if mput is None:
+            raise _illegal("the mutation to put is missing")
         family, qualifier = parse_column(column)
         self._check_family(name, families, family)
-        put_family, put_qualifier = parse_column(mput.column if mput is not None else None)
+        qualifier = qualifier if qualifier is not None else b""
+        put_family, put_qualifier = parse_column(mput.column)
         self._check_family(name, families, put_family)
+        put_qualifier = put_qualifier if put_qualifier is not None else b""
+        put_value = mput.value if mput.value is not None else b""
+        same_cell = (put_family, put_qualifier) == (family, qualifier)
         with self._rows.hold(name, [row]):
-            current = self._newest(table, row, family, qualifier if qualifier is not None else b"")
-            matches = current is None if value is None else (current is not None and current.value == value)
-            if not matches:
-                return False
-            table.mutate_rows([RowMutation(row, [SetCell(
-                put_family, put_qualifier if put_qualifier is not None else b"",
-                mput.value if mput.value is not None else b"", _now_ms(),
-            )])])
-            return True
+            for _ in range(16):
+                current = self._newest(table, row, family, qualifier)
+                if not value:  # HBase: a null or empty comparator value
+                    matches = current is None or current.value == b""
+                else:
+                    matches = current is not None and current.value == value
+                if not matches:
+                    return False
+                if not same_cell:
+                    table.mutate_rows([RowMutation(row, [SetCell(put_family, put_qualifier, put_value, _now_ms())])])
+                    return True
+                # The cell as read is the one expected: another process writing
+                # the store directly may change it in between, then look again.
+                if table.check_and_set(row, family, qualifier, None if current is None else current.value,
+                                       put_value, _now_ms()):
+                    return True
+        raise _io_error(f"checkAndPut: row {row!r} of {name} kept changing under concurrent writers; try again")
 
     # -- scanners -----------------------------------------------------------------------------
 
@@ -878,14 +752,16 @@ class HBaseThriftHandler:
         columns: Sequence[bytes] | None,
         *,
         before: int = LATEST_TIMESTAMP,
-        scan_filter: ScanFilter | None = None,
+        scan_filter: filters.Filter | None = None,
         batch_size: int | None = None,
         sort_columns: bool = False,
         reverse: bool = False,
     ) -> int:
         name, table, families = self._table(tableName)
         wanted = self._columns(name, families, columns)
-        results = self._scan_results(table, start or None, stop or None, wanted, before, scan_filter or ScanFilter(),
+        if scan_filter is not None:
+            scan_filter.set_reversed(reverse)
+        results = self._scan_results(table, start or None, stop or None, wanted, before, scan_filter,
                                      batch_size, sort_columns, reverse)
         self._expire_scanners()
         with self._lock:
@@ -903,12 +779,16 @@ class HBaseThriftHandler:
         stop: bytes | None,
         wanted: list[Column] | None,
         before: int,
-        scan_filter: ScanFilter,
+        scan_filter: filters.Filter | None,
         batch_size: int | None,
         sort_columns: bool,
         reverse: bool,
     ) -> Iterator[Any]:
-        versions = 1 if before >= LATEST_TIMESTAMP else UNLIMITED_VERSIONS
+        # A filter sees every version a family keeps (HBase 2.x); without one
+        # that can tell them apart, the newest (before ``before``) is all a
+        # Thrift scan returns.
+        old_versions = scan_filter is not None and filters.sees_versions(scan_filter)
+        versions = 1 if before >= LATEST_TIMESTAMP and not old_versions else UNLIMITED_VERSIONS
         if reverse:
             # HBase's reversed scan: stop < key <= start, largest first. The
             # Table API only scans forward, so the range is read, then reversed.
@@ -916,7 +796,8 @@ class HBaseThriftHandler:
             high = start + b"\x00" if start else None
             rows: Iterable[Row] = reversed(list(table.scan(low, high, columns=wanted, versions=versions)))
         else:
-            for prefix in scan_filter.prefixes:  # a prefix narrows the range it scans
+            prefix = filters.prefix_of(scan_filter) if scan_filter is not None else None
+            if prefix is not None:  # rows outside the prefix can never pass: scan only its range
                 start = prefix if start is None or prefix > start else start
                 end = prefix_end(prefix)
                 if end is not None and (stop is None or end < stop):
@@ -924,24 +805,23 @@ class HBaseThriftHandler:
             if start is not None and stop is not None and start >= stop:
                 return
             rows = table.scan(start, stop, columns=wanted, versions=versions)
-        produced = 0
-        for row in rows:
-            verdict = scan_filter.row_verdict(row.key, reverse)
-            if verdict == "stop":
-                return
-            if verdict == "skip":
-                continue
-            cells = scan_filter.cells(_sorted_cells(row, before, 1))
+        found: Iterable[tuple[bytes, list[tuple[bytes, Cell]]]]
+        if scan_filter is None:
+            found = ((row.key, _sorted_cells(row, before, 1)) for row in rows)
+        else:
+            found = (
+                (key, [(_column_name(c.family, c.qualifier), Cell(c.value, c.timestamp_ms)) for c in cells])
+                for key, cells in filters.apply_filter(((row.key, _filter_columns(row, before)) for row in rows),
+                                                       scan_filter)
+            )
+        for key, cells in found:
             if not cells:
                 continue
             if batch_size and batch_size > 0:
                 for i in range(0, len(cells), batch_size):
-                    yield _row_result(row.key, cells[i : i + batch_size], sort_columns)
+                    yield _row_result(key, cells[i : i + batch_size], sort_columns)
             else:
-                yield _row_result(row.key, cells, sort_columns)
-            produced += 1
-            if scan_filter.page is not None and produced >= scan_filter.page:
-                return
+                yield _row_result(key, cells, sort_columns)
 
     def _expire_scanners(self) -> None:
         cutoff = time.monotonic() - self.scanner_timeout_s
@@ -955,7 +835,7 @@ class HBaseThriftHandler:
         return self._open_scanner(
             tableName, scan.startRow, scan.stopRow, scan.columns,
             before=scan.timestamp if scan.timestamp is not None else LATEST_TIMESTAMP,
-            scan_filter=parse_filter(scan.filterString) if scan.filterString else None,
+            scan_filter=_parse_filter(scan.filterString) if scan.filterString else None,
             batch_size=scan.batchSize, sort_columns=bool(scan.sortColumns), reverse=bool(scan.reversed),
         )
 
@@ -969,9 +849,8 @@ class HBaseThriftHandler:
 
     def scannerOpenWithPrefix(self, tableName: bytes, startAndPrefix: bytes, columns: list[bytes] | None,
                               attributes: Attributes = None) -> int:
-        scan_filter = ScanFilter()
-        if startAndPrefix:
-            scan_filter.prefixes.append(startAndPrefix)
+        # What HBase's handler does: a scan from the prefix, WHILE PrefixFilter(prefix).
+        scan_filter = filters.WhileMatchFilter(filters.PrefixFilter(startAndPrefix)) if startAndPrefix else None
         return self._open_scanner(tableName, startAndPrefix, None, columns, scan_filter=scan_filter)
 
     def scannerOpenTs(self, tableName: bytes, startRow: bytes, columns: list[bytes] | None, timestamp: int,

@@ -1,12 +1,8 @@
 """The tablewatch store: the wide-column Table API, its backends, and the
-time-series layer on top. Nothing here knows of Streamlit, Slack or Celery."""
+time-series layer on top. Nothing here knows of Streamlit, Slack or Celery.
+Names are imported when first used (``tablewatch.store.names`` stays light)."""
 
-from tablewatch.store.backends import BACKENDS, open_backend
-from tablewatch.store.names import Series
-from tablewatch.store.table import Backend, GCPolicy, Table
-from tablewatch.store.runs import TrainingRun
-from tablewatch.store.tasks import TaskRun
-from tablewatch.store.timeseries import Store, StoreConfig, open_store
+from tablewatch._lazy import lazy_attributes
 
 __all__ = [
     "BACKENDS",
@@ -21,3 +17,17 @@ __all__ = [
     "open_backend",
     "open_store",
 ]
+
+__getattr__, __dir__ = lazy_attributes(__name__, {
+    "BACKENDS": "tablewatch.store.backends",
+    "open_backend": "tablewatch.store.backends",
+    "Series": "tablewatch.store.names",
+    "Backend": "tablewatch.store.table",
+    "GCPolicy": "tablewatch.store.table",
+    "Table": "tablewatch.store.table",
+    "TrainingRun": "tablewatch.store.runs",
+    "TaskRun": "tablewatch.store.tasks",
+    "Store": "tablewatch.store.timeseries",
+    "StoreConfig": "tablewatch.store.timeseries",
+    "open_store": "tablewatch.store.timeseries",
+})

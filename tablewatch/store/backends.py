@@ -24,8 +24,8 @@ class BackendSpec(NamedTuple):
 
 BACKENDS: dict[str, BackendSpec] = {
     "sqlite": BackendSpec("tablewatch.store.sqlite.SQLiteBackend", "built in"),
-    "hbase": BackendSpec("tablewatch.store.hbase.HBaseBackend", "pip install happybase"),
-    "bigtable": BackendSpec("tablewatch.store.bigtable.BigtableBackend", "pip install google-cloud-bigtable"),
+    "hbase": BackendSpec("tablewatch.store.hbase.HBaseBackend", "pip install 'tablewatch[hbase]'"),
+    "bigtable": BackendSpec("tablewatch.store.bigtable.BigtableBackend", "pip install 'tablewatch[bigtable]'"),
 }
 
 
@@ -52,8 +52,10 @@ def scheme_of(url: str) -> str:
     return scheme
 
 
-def open_backend(url: str | None = None) -> Backend:
-    """Open the backend a store URL names."""
+def open_backend(url: str | None = None, *, create: bool = True) -> Backend:
+    """Open the backend a store URL names. ``create=False``: the embedded
+    backend refuses a file that does not exist instead of creating it (the
+    other backends create nothing when opened)."""
     url = resolve_url(url)
     scheme = scheme_of(url)
     spec = BACKENDS.get(scheme)
@@ -68,4 +70,7 @@ def open_backend(url: str | None = None) -> Backend:
         raise MissingDependency(
             f"the {scheme}:// backend needs a package that is not installed ({e.name}): {spec.install_hint}"
         ) from e
-    return getattr(module, class_name)(url)
+    backend_class = getattr(module, class_name)
+    if scheme == "sqlite":  # the only backend that creates something (a file) when opened
+        return backend_class(url, create=create)
+    return backend_class(url)

@@ -88,6 +88,7 @@ from tablewatch.store.table import (
     ScanByRanges,
     SetCell,
     TableInfo,
+    check_check_and_set,
     check_limit,
     check_row_key,
     check_set_cell,
@@ -98,9 +99,10 @@ from tablewatch.store.table import (
 EMULATOR_ENV = "BIGTABLE_EMULATOR_HOST"
 URL_OPTIONS = ("app_profile", "emulator_host", "table_prefix", "timeout_s")
 DEFAULT_TIMEOUT_S = 10.0
-#: Table names are portable across backends (the SQLite rule); the full
-#: Bigtable id (prefix + name) must also fit Bigtable's 50 characters.
-TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+#: Table names are portable across backends (the SQLite rule: "." and "-"
+#: too, for the HBase Thrift gateway's PREFIX.NAME); the full Bigtable id
+#: (prefix + name) must also fit Bigtable's 50 characters.
+TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 TABLE_PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 FAMILY_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 MAX_TABLE_ID = 50
@@ -317,7 +319,7 @@ class BigtableBackend:
 
     def _check_table_name(self, name: str) -> None:
         if not isinstance(name, str) or not TABLE_NAME_RE.match(name):
-            raise ValidationError("table name", name, "must match [A-Za-z_][A-Za-z0-9_]{0,62}")
+            raise ValidationError("table name", name, "must match [A-Za-z_][A-Za-z0-9_.-]{0,62}")
         if len(self.table_prefix) + len(name) > MAX_TABLE_ID:
             raise ValidationError(
                 "table name", name, f"with table_prefix {self.table_prefix!r} is over Bigtable's {MAX_TABLE_ID} characters"
@@ -394,6 +396,33 @@ class BigtableBackend:
 
     def table(self, name: str) -> BigtableTable:
         return BigtableTable(self, name)
+
+    def set_families(self, name: str, families: Mapping[str, GCPolicy]) -> None:
+        """Set the GC rules of these families of table ``name`` (admin API
+        ModifyColumnFamilies), creating the families it lacks."""
+        current = self.table_info(name).families
+        modifications = []
+        for family, policy in families.items():
+            if not isinstance(family, str) or not FAMILY_NAME_RE.match(family):
+                raise ValidationError("family", family, "must match [A-Za-z_][A-Za-z0-9_.-]{0,63}")
+            column_family = admin_types.ColumnFamily(gc_rule=gc_rule(policy))
+            change = {"update": column_family} if family in current else {"create": column_family}
+            modifications.append(admin_types.ModifyColumnFamiliesRequest.Modification(id=family, **change))
+        admin = self._admin_client()
+        with self._errors(f"change the families of {name}", name):
+            admin.modify_column_families(request={"name": self.table_path(name), "modifications": modifications},
+                                         timeout=self.timeout_s, retry=None)
+        self._infos.pop(name, None)
+
+    @property
+    def splits_note(self) -> str:
+        """Why ``store info`` may show fewer splits than requested."""
+        if self.emulator_host is not None:
+            return ("the Bigtable emulator keeps each table in one piece and its SampleRowKeys reports no split, "
+                    "whatever splits the table was created with; Cloud Bigtable reports its tablets, which it "
+                    "may merge or split as load changes")
+        return ("Cloud Bigtable starts from the requested splits, then merges or splits tablets as load and size "
+                "change; SampleRowKeys reports the current ones")
 
     def close(self) -> None:
         with self._lock:
@@ -699,6 +728,42 @@ class BigtableTable(ScanByRanges):
         if isinstance(mutation, DeleteRow):
             return DeleteAllFromRow()
         raise ValidationError("mutation", mutation, "is not a SetCell, DeleteCells or DeleteRow")
+
+    def check_and_set(
+        self, key: bytes, family: str, qualifier: bytes, expected: bytes | None, value: bytes, timestamp_ms: int
+    ) -> bool:
+        """One CheckAndMutateRow: the predicate keeps the newest live cell of
+        the column, and with ``expected`` only when its value is exactly that
+        (a value range from ``expected`` to ``expected``, both inclusive: bytes
+        compared as bytes, where a regex would have to escape every byte).
+        The write is the true branch, or, for ``expected=None`` ("must not
+        exist"), the false branch. Not retried (a lost answer must not write
+        twice): failures raise StoreUnavailable with the outcome unknown."""
+        check_check_and_set(key, family, qualifier, expected, value, timestamp_ms)
+        policy = self._families.get(family)
+        if policy is None:
+            raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
+        qualifier = bytes(qualifier)
+        steps: list[row_filters.RowFilter] = [
+            row_filters.ColumnRangeFilter(family, qualifier, qualifier, inclusive_start=True, inclusive_end=True)
+        ]
+        if policy.max_age_s is not None:  # an expired cell counts as absent (GC is lazy)
+            cutoff_ms = int(time.time() * 1000) - int(policy.max_age_s * 1000)
+            steps.append(row_filters.TimestampRangeFilter(start=_EPOCH + _dt.timedelta(milliseconds=max(0, cutoff_ms))))
+        steps.append(row_filters.CellsColumnLimitFilter(1))
+        if expected == b"":  # (an empty range bound would mean "unbounded")
+            steps.append(row_filters.ValueRegexFilter(b"^$"))
+        elif expected is not None:
+            steps.append(row_filters.ValueRangeFilter(
+                bytes(expected), bytes(expected), inclusive_start=True, inclusive_end=True
+            ))
+        write = [BigtableSetCell(family, qualifier, bytes(value), timestamp_ms * 1000)]
+        table = self.backend._data_table(self.name)
+        with self._errors("check and set in"):
+            if expected is None:
+                exists = table.check_and_mutate_row(key, row_filters.RowFilterChain(steps), false_case_mutations=write)
+                return not exists
+            return bool(table.check_and_mutate_row(key, row_filters.RowFilterChain(steps), true_case_mutations=write))
 
     # -- reads --------------------------------------------------------------------
 

@@ -4,8 +4,12 @@ HBase's Thrift v1 API (the ``hbase thrift`` server; port 9090 by default).
 Options:
 
 ``table_prefix``
-    tables are named ``PREFIX_NAME`` (happybase's ``table_prefix``), so several
-    stores can share one HBase; ``ns:prefix`` puts them in an HBase namespace.
+    tables are named ``PREFIX.NAME`` (happybase's ``table_prefix`` with the
+    separator ``.``), so several stores can share one HBase; ``ns:prefix`` puts
+    them in an HBase namespace. Table names never contain a ``.``, so a store
+    lists only its own tables: ``tw_meta`` of an unprefixed store is not
+    ``meta`` of the store prefixed ``tw`` (``tw.meta``), and an unprefixed store
+    does not list ``tw.meta``.
 ``transport`` = ``buffered`` | ``framed``, ``protocol`` = ``binary`` | ``compact``
     must match the Thrift server's: ``hbase thrift start`` is buffered/binary;
     its ``-hsha``, ``-nonblocking`` and ``-threadedselector`` modes are framed.
@@ -38,6 +42,9 @@ How the Table API maps onto HBase through Thrift v1:
   region. Pre-split them from the HBase shell (see the README).
 - ``compact()`` asks HBase for a major compaction (which runs in the
   background) and returns 0; ``sample_row_keys()`` returns region start keys.
+- ``check_and_set`` is Thrift v1 ``checkAndPut``, sent once: the cell gets the
+  server's clock (the call carries no timestamp), and an absent or empty
+  expected value matches a missing cell or an empty one (HBase's rule).
 
 Errors: an unreachable server, a timeout, a dropped connection or an HBase-side
 ``IOError`` raise :class:`~tablewatch.errors.StoreUnavailable` naming the URL;
@@ -84,6 +91,7 @@ from tablewatch.store.table import (
     ScanByRanges,
     SetCell,
     TableInfo,
+    check_check_and_set,
     check_limit,
     check_row_key,
     check_set_cell,
@@ -103,7 +111,10 @@ URL_OPTIONS = ("pool_size", "protocol", "table_prefix", "timeout_s", "transport"
 UNLIMITED_VERSIONS = 2**31 - 1
 #: ``TTL`` meaning "forever" (HBase's HConstants.FOREVER).
 FOREVER_TTL_S = 2**31 - 1
+#: A table name: no "." (the prefix separator), so that names are unambiguous.
 TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+#: Between a table prefix and a table name (a character table names never hold).
+TABLE_PREFIX_SEPARATOR = b"."
 FAMILY_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 TABLE_PREFIX_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*:)?[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 READ_BATCH_ROWS = 256
@@ -228,25 +239,33 @@ class HBaseBackend:
                     # The pool opens its first connection now: a wrong host fails here.
                     self._pool = happybase.ConnectionPool(
                         o.pool_size, host=o.host, port=o.port, timeout=int(o.timeout_s * 1000),
-                        table_prefix=o.table_prefix, transport=o.transport, protocol=o.protocol,
+                        table_prefix=o.table_prefix, table_prefix_separator=TABLE_PREFIX_SEPARATOR,
+                        transport=o.transport, protocol=o.protocol,
                     )
                 except (TException, OSError) as e:
                     raise self._unavailable("connect", e) from e
             return self._pool
 
-    def _call(self, action: str, fn: Callable[[happybase.Connection], T], *, table: str | None = None) -> T:
+    def _call(self, action: str, fn: Callable[[happybase.Connection], T], *, table: str | None = None,
+              idempotent: bool = True) -> T:
         """Run ``fn`` with a pooled connection, turning Thrift and socket errors
-        into tablewatch errors."""
+        into tablewatch errors. ``idempotent=False``: ``fn`` is never sent
+        twice (its first attempt may have been applied); a connection that sat
+        in the pool is probed with a read first, so that one the server
+        dropped while idle is still replaced."""
         thrift = _thrift_types()
         for attempt in (1, 2):
             pool = self._open_pool()
-            reused = False
+            reused = sent = False
             try:
                 with pool.connection(timeout=self.options.timeout_s) as connection:
                     key = id(connection)
                     self._connections[key] = connection
                     reused = self._healthy.get(key) == id(connection.transport)
                     try:
+                        if reused and not idempotent:
+                            connection.client.getTableNames()  # HBase's Thrift v1 has no ping
+                        sent = True
                         result = fn(connection)
                     except (TException, OSError):
                         self._healthy.pop(key, None)
@@ -267,7 +286,7 @@ class HBaseBackend:
                               f"was free within {self.options.timeout_s:g} s",
                 ) from e
             except (TException, OSError) as e:
-                if attempt == 1 and reused and not _is_timeout(e):
+                if attempt == 1 and reused and (idempotent or not sent) and not _is_timeout(e):
                     continue  # the server dropped this idle connection: once more, on a fresh one
                 raise self._unavailable(action, e) from e
         raise AssertionError("unreachable")
@@ -338,8 +357,13 @@ class HBaseBackend:
         self._infos.pop(name, None)
 
     def list_tables(self) -> list[str]:
+        """This store's tables: with a prefix, those named ``PREFIX.NAME``
+        (happybase keeps them and strips the prefix); without one, those with
+        no prefix. Either way, what is left must be a table name: another
+        store's ``PREFIX.NAME``, ``PREFIX.SUB.NAME`` or ``ns:NAME`` is not."""
         names = self._call("list tables", lambda c: c.tables())
-        return sorted(n.decode() if isinstance(n, bytes) else n for n in names)
+        decoded = (n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names)
+        return sorted(n for n in decoded if TABLE_NAME_RE.match(n))
 
     def table_info(self, name: str) -> TableInfo:
         info = self._infos.get(name)
@@ -357,6 +381,35 @@ class HBaseBackend:
 
     def table(self, name: str) -> HBaseTable:
         return HBaseTable(self, name)
+
+    def full_table_name(self, name: str) -> str:
+        """The table's name in HBase, with the table prefix as happybase joins it."""
+        full = self._call(f"name table {name}", lambda c: c._table_name(name))
+        return full.decode() if isinstance(full, bytes) else full
+
+    def set_families(self, name: str, families: Mapping[str, GCPolicy]) -> None:
+        """Refused: HBase's Thrift v1 API cannot alter a table. The error gives
+        the HBase shell commands that make the change."""
+        self.set_families_many({name: families})
+
+    def set_families_many(self, changes: Mapping[str, Mapping[str, GCPolicy]]) -> None:
+        """Refused, like :meth:`set_families`, with the commands of every table."""
+        commands = []
+        for name, families in changes.items():
+            current = self.table_info(name).families
+            for family, policy in families.items():
+                descriptor = _descriptor(family, policy)
+                commands.append(f"alter '{self.full_table_name(name)}', {{NAME => '{family}', "
+                                f"VERSIONS => {descriptor['max_versions']}, TTL => {descriptor['time_to_live']}}}"
+                                + ("" if family in current else "   # adds the family"))
+        raise StoreError(
+            f"store {self.url!r}: HBase's Thrift v1 API (happybase) cannot change a table's families, so tablewatch "
+            "changed nothing. Run these in `hbase shell` (TTL in seconds, 2147483647 = FOREVER), then reopen the "
+            "store:\n" + "\n".join(commands)
+        )
+
+    splits_note = ("HBase's Thrift v1 API cannot create pre-split tables: a new table has one region until it "
+                   "is split from the HBase shell (see the README) or HBase splits it as it grows")
 
     def close(self) -> None:
         with self._lock:
@@ -496,6 +549,29 @@ class HBaseTable(ScanByRanges):
                 batch.send()
 
         self.backend._call(f"write to {self.name}", send, table=self.name)
+
+    def check_and_set(
+        self, key: bytes, family: str, qualifier: bytes, expected: bytes | None, value: bytes, timestamp_ms: int
+    ) -> bool:
+        """Thrift v1 ``checkAndPut`` (happybase has no method for it: the call
+        goes to the connection's Thrift client). HBase's own rules apply: the
+        put carries no timestamp, so the cell gets the server's clock; and an
+        absent ``value`` (``expected=None``) or an empty one both match a
+        missing cell or a cell holding ``b""``. Sent once, never retried."""
+        check_check_and_set(key, family, qualifier, expected, value, timestamp_ms)
+        if family not in self._families:
+            raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
+        column = family.encode() + b":" + bytes(qualifier)
+        thrift = _thrift_types()
+        put = thrift.Mutation(isDelete=False, column=column, value=bytes(value), writeToWAL=True)
+        check = None if expected is None else bytes(expected)
+
+        def check_and_put(connection: happybase.Connection) -> bool:
+            table_name = connection._table_name(self.name)
+            return bool(connection.client.checkAndPut(table_name, key, column, check, put, {}))
+
+        return self.backend._call(f"check and set in {self.name}", check_and_put, table=self.name,
+                                  idempotent=False)
 
     # -- reads -------------------------------------------------------------------------
 

@@ -40,6 +40,21 @@ class Series:
         return hash((self.metric, tuple(sorted(self.tags.items()))))
 
 
+def check_encodable(field_name: str, text: str) -> str:
+    """``text`` if it can be stored (UTF-8 encoded); a ValidationError naming
+    the field otherwise. A lone surrogate is what ``os.fsdecode()`` makes of a
+    file name that is not UTF-8 (``b"caf\\xe9"`` → ``"caf\\udce9"``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValidationError(
+            field_name, text,
+            f"cannot be encoded as UTF-8 (character {text[e.start]!r} at position {e.start}; a name decoded with "
+            "os.fsdecode()? decode its bytes with errors='replace')",
+        ) from None
+    return text
+
+
 def validate_metric(metric: object, field_name: str = "metric") -> str:
     if not isinstance(metric, str):
         raise ValidationTypeError(field_name, metric, "must be a string")
@@ -77,6 +92,7 @@ def validate_tags(tags: object) -> dict[str, str]:
             raise ValidationError(f"tags[{key!r}]", value, f"must be 1 to {MAX_TAG_VALUE_CHARS} characters")
         if _CONTROL_RE.search(value):
             raise ValidationError(f"tags[{key!r}]", value, "must not contain control characters")
+        check_encodable(f"tags[{key!r}]", value)
         clean[key] = value
     return clean
 

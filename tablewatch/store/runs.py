@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from tablewatch.errors import ValidationError, ValidationTypeError
-from tablewatch.store.names import MAX_TAG_VALUE_CHARS, validate_metric, validate_tags
+from tablewatch.store.names import MAX_TAG_VALUE_CHARS, check_encodable, validate_metric, validate_tags
 from tablewatch.store.timestamps import to_us, us_to_datetime
 
 RUN_STATUSES = ("running", "success", "failure", "killed")
@@ -67,6 +67,7 @@ def validate_training_run(run: Any) -> TrainingRun:
         value = getattr(run, name)
         if not isinstance(value, str) or not value or len(value) > MAX_TAG_VALUE_CHARS or "\x00" in value:
             raise ValidationError(f"run.{name}", value, f"must be a non-empty string of at most {MAX_TAG_VALUE_CHARS} characters")
+        check_encodable(f"run.{name}", value)
     if run.status not in RUN_STATUSES:
         raise ValidationError("run.status", run.status, f"must be one of {', '.join(RUN_STATUSES)}")
     started = us_to_datetime(to_us(run.started_at, "run.started_at"))

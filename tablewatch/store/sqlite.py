@@ -11,12 +11,21 @@ power cut can lose the last transactions; ``?synchronous=full`` closes that too)
 
 Each table is one SQL table of cells keyed by (row, family, qualifier, -ts): the
 primary key order is the Table API's order, newest version first.
+
+The file gives back the space of removed cells: a new file is created with
+``auto_vacuum = INCREMENTAL``, and ``compact()`` returns its free pages to the
+file system a few megabytes at a time (each step a short write transaction;
+readers are never blocked in WAL mode). A file created before that has
+``auto_vacuum = NONE`` and keeps its size until one full :meth:`SQLiteBackend.vacuum`
+(``tablewatch store compact --vacuum``) rewrites it, which also switches it to
+incremental.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -24,10 +33,11 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from tablewatch.errors import (
     StoreError,
+    StoreNotFound,
     StoreUnavailable,
     StoreURLError,
     TableExists,
@@ -45,6 +55,7 @@ from tablewatch.store.table import (
     ScanByRanges,
     SetCell,
     TableInfo,
+    check_check_and_set,
     check_limit,
     check_row_key,
     check_set_cell,
@@ -52,12 +63,21 @@ from tablewatch.store.table import (
     normalize_columns,
 )
 
-TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+#: A table name: what HBase and Bigtable both accept ("." and "-" too: the
+#: HBase Thrift gateway serves names such as ``PREFIX.NAME``).
+TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 FAMILY_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 SYNCHRONOUS_MODES = ("off", "normal", "full")
+#: ``?mode=``: ``rw`` (default: read-write, created by writers when missing) or
+#: ``ro`` (read-only: nothing is written, not even the -wal and -shm files).
+OPEN_MODES = ("rw", "ro")
 SCAN_PAGE_CELLS = 4096
 PAGE_SIZE = 16384
 MMAP_SIZE = 256 * 1024 * 1024
+#: Free pages given back per incremental-vacuum transaction (4 MiB of 16 KiB pages).
+VACUUM_STEP_PAGES = 256
+#: How long a compaction waits for old readers before it truncates the WAL file.
+CHECKPOINT_WAIT_MS = 1000
 _IN_CHUNK = 500  # keys per "row IN (...)" query, under SQLite's variable limit
 
 
@@ -72,9 +92,13 @@ def parse_sqlite_url(url: str) -> tuple[Path, dict[str, str]]:
     if not path:
         raise StoreURLError(f"store URL {url!r}: no file path (e.g. sqlite:///var/tablewatch.db)")
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    unknown = set(options) - {"synchronous", "busy_timeout_s"}
+    unknown = set(options) - {"synchronous", "busy_timeout_s", "mode"}
     if unknown:
-        raise StoreURLError(f"store URL {url!r}: unknown option(s) {sorted(unknown)}; known: busy_timeout_s, synchronous")
+        raise StoreURLError(
+            f"store URL {url!r}: unknown option(s) {sorted(unknown)}; known: busy_timeout_s, mode, synchronous"
+        )
+    if options.get("mode", "rw") not in OPEN_MODES:
+        raise StoreURLError(f"store URL {url!r}: mode must be one of {OPEN_MODES} (got {options['mode']!r})")
     if options.get("synchronous", "normal").lower() not in SYNCHRONOUS_MODES:
         raise StoreURLError(f"store URL {url!r}: synchronous must be one of {SYNCHRONOUS_MODES}")
     return Path(path), options
@@ -88,13 +112,35 @@ class _ThreadConnection:
 
 
 class SQLiteBackend:
-    """All tables in one SQLite file. Thread-safe: one connection per thread."""
+    """All tables in one SQLite file. Thread-safe: one connection per thread.
 
-    def __init__(self, url: str, *, busy_timeout_s: float = 60.0, synchronous: str = "normal") -> None:
+    ``create=False`` refuses a file that does not exist (:class:`StoreNotFound`)
+    instead of creating it and its folders. The store is opened read-only
+    (``read_only`` True) with ``?mode=ro``, or when the file or its folder is
+    not writable: then nothing is written to the folder."""
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 60.0, synchronous: str = "normal",
+                 create: bool = True) -> None:
         self.path, options = parse_sqlite_url(url)
         self.url = url if "://" in url else f"sqlite:///{self.path.resolve()}"
         self.busy_timeout_s = float(options.get("busy_timeout_s", busy_timeout_s))
         self.synchronous = options.get("synchronous", synchronous).lower()
+        if self.path.is_dir():
+            raise StoreError(f"store {self.url!r}: {self.path} is a directory; a store is one file, "
+                             f"e.g. sqlite:///{(self.path / 'tablewatch.db').resolve()}")
+        exists = self.path.exists()
+        if not exists and not create:
+            raise StoreNotFound(
+                f"store {self.url!r} does not exist (no file {self.path.resolve()}); a command that only reads "
+                f"never creates one. Create it by writing to it: `tablewatch push METRIC VALUE --store {self.url}`, "
+                "or open_store(url) in Python"
+            )
+        folder = self.path.resolve().parent
+        self.read_only = options.get("mode") == "ro" or (exists and not (
+            os.access(self.path, os.W_OK) and os.access(folder, os.W_OK)))
+        if self.read_only and not exists:
+            raise StoreNotFound(f"store {self.url!r} does not exist (no file {self.path.resolve()}) "
+                                "and is opened read-only (?mode=ro)")
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -102,12 +148,16 @@ class SQLiteBackend:
         # polling SQLite's file lock (other processes still wait on the file).
         self._write_lock = threading.Lock()
         self._infos: dict[str, TableInfo] = {}
+        self._infos_schema = -1  # SQLite's schema_version the cached infos were read at
         self._closed = False
         with self._errors("open"):
             connection = self._connection()
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS tablewatch_tables (name TEXT PRIMARY KEY, families TEXT NOT NULL)"
-            )
+            if self.read_only:
+                connection.execute("SELECT name FROM tablewatch_tables LIMIT 1").fetchall()
+            else:
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS tablewatch_tables (name TEXT PRIMARY KEY, families TEXT NOT NULL)"
+                )
 
     # -- connections -------------------------------------------------------
 
@@ -117,23 +167,15 @@ class SQLiteBackend:
             return holder.connection
         if self._closed:
             raise StoreError(f"store {self.url!r} is closed")
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(
-            self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-        # Points are stored as packed chunks of tens of kilobytes: 16 KiB pages
-        # and memory-mapped reads make reading them several times faster, while
-        # a small transaction still writes little to the WAL (64 KiB pages read
-        # no faster and cost 4x the WAL bytes). page_size only takes effect when
-        # the file is created.
-        connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-        connection.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
-        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise StoreUnavailable(self.url, f"cannot switch to WAL mode (got {mode!r})")
-        connection.execute(f"PRAGMA synchronous = {self.synchronous}")
+        if self.read_only:
+            connection = self._read_only_connection()
+        else:
+            if self.path.parent and not self.path.parent.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self._set_up(connection)
         # The connection lives as long as its thread: when the thread ends, its
         # thread-local holder is collected and the connection closed, so a
         # threaded server over this backend does not leak file descriptors.
@@ -143,6 +185,42 @@ class SQLiteBackend:
             self._connections.append(connection)
         weakref.finalize(holder, self._forget, connection)
         return connection
+
+    def _read_only_connection(self) -> sqlite3.Connection:
+        """A connection that writes nothing. A store nobody has open (no -wal
+        or -shm file: its last writer closed it) is read as ``immutable=1``, so
+        SQLite creates no -wal or -shm file either, even in a folder it could
+        write to. A store that is open elsewhere is read with ``mode=ro``, which
+        sees what its writers have committed through the existing -shm file."""
+        uri = "file:" + quote(str(self.path.resolve()))
+        wal, shm = (Path(f"{self.path}-{suffix}") for suffix in ("wal", "shm"))
+        if not wal.exists() and not shm.exists():
+            connection = sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            connection = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=self.busy_timeout_s,
+                                         isolation_level=None, check_same_thread=False)
+            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+        connection.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
+        return connection
+
+    def _set_up(self, connection: sqlite3.Connection) -> None:
+        connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+        # Points are stored as packed chunks of tens of kilobytes: 16 KiB pages
+        # and memory-mapped reads make reading them several times faster, while
+        # a small transaction still writes little to the WAL (64 KiB pages read
+        # no faster and cost 4x the WAL bytes). page_size only takes effect when
+        # the file is created.
+        connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            # Only when the file is created (before WAL mode writes its header):
+            # on an existing file this pragma takes the write lock, and an older
+            # file needs one vacuum() anyway.
+            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        connection.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StoreUnavailable(self.url, f"cannot switch to WAL mode (got {mode!r})")
+        connection.execute(f"PRAGMA synchronous = {self.synchronous}")
 
     def _forget(self, connection: sqlite3.Connection) -> None:
         with self._lock:
@@ -162,8 +240,14 @@ class SQLiteBackend:
         def __exit__(self, exc_type, exc, tb) -> bool:
             if isinstance(exc, sqlite3.OperationalError):
                 message = str(exc)
+                if "no such table: tablewatch_tables" in message:
+                    raise StoreNotFound(f"store {self.backend.url!r}: {self.backend.path} is not a tablewatch "
+                                        "store (an SQLite file without its tables)") from exc
                 if "no such table" in message:
                     raise TableNotFound(message) from exc
+                if "readonly database" in message:
+                    raise StoreError(f"store {self.backend.url!r} is read-only (opened with ?mode=ro, or the file "
+                                     f"or its folder is not writable): cannot {self.action}") from exc
                 raise StoreUnavailable(self.backend.url, f"{self.action}: {message}") from exc
             if isinstance(exc, sqlite3.DatabaseError):
                 raise StoreError(f"store {self.backend.url!r}: {self.action}: {exc}") from exc
@@ -178,7 +262,7 @@ class SQLiteBackend:
         self, name: str, families: Mapping[str, GCPolicy], *, split_keys: Sequence[bytes] = ()
     ) -> None:
         if not TABLE_NAME_RE.match(name):
-            raise ValidationError("table name", name, "must match [A-Za-z_][A-Za-z0-9_]{0,62}")
+            raise ValidationError("table name", name, "must match [A-Za-z_][A-Za-z0-9_.-]{0,62}")
         if not families:
             raise ValidationError("families", families, "a table needs at least one column family")
         for family in families:
@@ -226,11 +310,18 @@ class SQLiteBackend:
         return [name for (name,) in rows]
 
     def table_info(self, name: str) -> TableInfo:
-        info = self._infos.get(name)
-        if info is not None:
-            return info
+        connection = self._connection()
         with self._errors(f"read table {name}"):
-            found = self._connection().execute(
+            # A table deleted or recreated by another process changes the schema
+            # version (read from the file header: microseconds): then re-read.
+            schema = connection.execute("PRAGMA schema_version").fetchone()[0]
+            if schema != self._infos_schema:
+                self._infos = {}
+                self._infos_schema = schema
+            info = self._infos.get(name)
+            if info is not None:
+                return info
+            found = connection.execute(
                 "SELECT families FROM tablewatch_tables WHERE name = ?", (name,)
             ).fetchone()
         if not found:
@@ -243,12 +334,101 @@ class SQLiteBackend:
     def table(self, name: str) -> SQLiteTable:
         return SQLiteTable(self, name)
 
+    splits_note = "one SQLite file is one piece: the embedded store has no tablets or regions to split"
+
+    def set_families(self, name: str, families: Mapping[str, GCPolicy]) -> None:
+        """Set the GC policies of these families of table ``name``, adding the
+        families it lacks (other families are left as they are)."""
+        for family in families:
+            if not FAMILY_NAME_RE.match(family):
+                raise ValidationError("family", family, "must match [A-Za-z_][A-Za-z0-9_.-]{0,63}")
+        connection = self._connection()
+        with self._errors(f"change the families of {name}"):
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                found = connection.execute("SELECT families FROM tablewatch_tables WHERE name = ?", (name,)).fetchone()
+                if not found:
+                    raise TableNotFound(f"table {name!r} does not exist in {self.url}")
+                current = json.loads(found[0])
+                current.update({f: {"max_versions": p.max_versions, "max_age_s": p.max_age_s}
+                                for f, p in families.items()})
+                connection.execute("UPDATE tablewatch_tables SET families = ? WHERE name = ?",
+                                   (json.dumps(current), name))
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        self._infos.pop(name, None)
+
     def count_rows(self, name: str) -> int:
         """Exact number of rows (used by ``store info``)."""
         with self._errors(f"count rows of {name}"):
             return self._connection().execute(
                 f'SELECT COUNT(*) FROM (SELECT DISTINCT row FROM "cells_{name}")'
             ).fetchone()[0]
+
+    # -- disk space --------------------------------------------------------------
+
+    def file_bytes(self) -> int:
+        """Size of the database file plus its WAL file, in bytes."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
+
+    def auto_vacuum(self) -> str:
+        """The file's auto_vacuum mode: ``none``, ``full`` or ``incremental``."""
+        with self._errors("read auto_vacuum"):
+            mode = self._connection().execute("PRAGMA auto_vacuum").fetchone()[0]
+        return {0: "none", 1: "full", 2: "incremental"}[mode]
+
+    def reclaim_space(self, step_pages: int = VACUUM_STEP_PAGES) -> int:
+        """Give the file's free pages back to the file system: an incremental
+        vacuum of ``step_pages`` pages per transaction, so that readers never
+        wait and writers wait one step at most, then a checkpoint that shrinks
+        the file and empties the WAL (it waits up to ``CHECKPOINT_WAIT_MS`` for
+        readers of older snapshots, and writers wait for it meanwhile; if they
+        are still reading, the next automatic checkpoint finishes the job).
+        Pages given back; 0 when the file's auto_vacuum is not incremental (see
+        :meth:`vacuum`)."""
+        if step_pages < 1:
+            raise ValidationError("step_pages", step_pages, "must be >= 1")
+        connection = self._connection()
+        freed = 0
+        with self._errors("reclaim space"):
+            if connection.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+                return 0
+            before = None
+            while True:
+                with self._write_lock:
+                    free = connection.execute("PRAGMA freelist_count").fetchone()[0]
+                    if before is not None:
+                        freed += max(0, before - free)
+                    if not free or free == before:  # done, or no progress
+                        break
+                    # executescript steps the pragma to its end (execute frees one page per call)
+                    connection.executescript(f"PRAGMA incremental_vacuum({min(free, step_pages)});")
+                before = free
+            if freed:
+                self._checkpoint(connection)
+        return freed
+
+    def vacuum(self) -> None:
+        """Rewrite the whole file without its free pages (SQLite's VACUUM), and
+        switch it to incremental auto_vacuum so that later compactions shrink it
+        on their own. Readers go on reading meanwhile (WAL mode); writers wait
+        until it is done: run it once, at a quiet moment, on a store created
+        before auto_vacuum was set."""
+        connection = self._connection()
+        with self._write_lock, self._errors("vacuum"):
+            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            connection.execute("VACUUM")
+            self._checkpoint(connection)
+
+    def _checkpoint(self, connection: sqlite3.Connection) -> None:
+        connection.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+        try:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
 
     def close(self) -> None:
         with self._lock:
@@ -321,6 +501,42 @@ class SQLiteTable(ScanByRanges):
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
+
+    def check_and_set(
+        self, key: bytes, family: str, qualifier: bytes, expected: bytes | None, value: bytes, timestamp_ms: int
+    ) -> bool:
+        """Compare and write in one ``BEGIN IMMEDIATE`` transaction: the write
+        lock is held from the read to the commit, so threads and processes
+        sharing the file see one winner."""
+        check_check_and_set(key, family, qualifier, expected, value, timestamp_ms)
+        policy = self._families.get(family)
+        if policy is None:
+            raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
+        # nts <= max_nts: the cell is younger than the family's max age
+        max_nts = -(_now_ms() - int(policy.max_age_s * 1000)) if policy.max_age_s is not None else 2**63 - 1
+        connection = self.backend._connection()
+        with self.backend._write_lock, self.backend._errors(f"check and set in {self.name}"):
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                newest = connection.execute(
+                    f"SELECT value FROM {self._sql_name} WHERE row = ? AND family = ? AND qualifier = ? AND nts <= ? "
+                    "ORDER BY nts LIMIT 1",
+                    (key, family, bytes(qualifier), max_nts),
+                ).fetchone()
+                current = None if newest is None else bytes(newest[0])
+                matches = current is None if expected is None else current == bytes(expected)
+                if matches:
+                    connection.execute(
+                        f"INSERT OR REPLACE INTO {self._sql_name} (row, family, qualifier, nts, value) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (key, family, bytes(qualifier), -int(timestamp_ms), bytes(value)),
+                    )
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        return matches
 
     def _flush_sets(self, connection: sqlite3.Connection, sets: list) -> None:
         if sets:
@@ -434,6 +650,8 @@ class SQLiteTable(ScanByRanges):
                     if connection.in_transaction:
                         connection.execute("ROLLBACK")
                     raise
+        if removed:
+            self.backend.reclaim_space()
         return removed
 
     def sample_row_keys(self) -> list[bytes]:

@@ -167,6 +167,25 @@ class Table(Protocol):
         backend can). Ranges may not overlap."""
         ...
 
+    def check_and_set(
+        self, key: bytes, family: str, qualifier: bytes, expected: bytes | None, value: bytes, timestamp_ms: int
+    ) -> bool:
+        """Atomically: if the newest value of (family, qualifier) in row ``key``
+        equals ``expected`` (``None``: the cell does not exist), write ``value`` at
+        ``timestamp_ms`` in that cell and return True; otherwise change nothing and
+        return False. The one atomic primitive every backend has: Bigtable
+        CheckAndMutateRow, HBase checkAndPut (Thrift v1), an SQLite transaction.
+
+        Use it on families with ``max_versions=1`` and write with a timestamp >=
+        the current cell's (e.g. now in ms), so the new value is the newest.
+        Cells past the family's ``max_age_s`` count as absent. Not retried: an
+        outage raises StoreUnavailable, and the outcome is then unknown (read
+        the cell to find out). Two backend differences, both HBase's (Thrift v1
+        ``checkAndPut``): the cell gets the server's clock, not
+        ``timestamp_ms``; and an empty value counts as absent (``expected=None``
+        also matches a cell holding ``b""``), so give leases non-empty values."""
+        ...
+
     def compact(self, now_ms: int | None = None) -> int:
         """Remove cells that the GC policies make garbage; the number removed
         (backends that collect garbage on their own return 0)."""
@@ -237,6 +256,18 @@ def check_set_cell(mutation: SetCell) -> None:
     ts = mutation.timestamp_ms
     if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX_TIMESTAMP_MS:
         raise ValidationError("timestamp_ms", ts, f"must be an integer of milliseconds from 0 to {MAX_TIMESTAMP_MS}")
+
+
+def check_check_and_set(
+    key: bytes, family: str, qualifier: bytes, expected: bytes | None, value: bytes, timestamp_ms: int
+) -> None:
+    """The checks every backend makes on a ``check_and_set`` before sending it."""
+    check_row_key(key)
+    if not isinstance(family, str) or not family:
+        raise ValidationError("family", family, "must be a family name")
+    if expected is not None and not isinstance(expected, (bytes, bytearray, memoryview)):
+        raise ValidationError("expected", expected, "must be bytes or None (the cell does not exist)")
+    check_set_cell(SetCell(family, qualifier, value, timestamp_ms))
 
 
 def prefix_end(prefix: bytes) -> bytes | None:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from tablewatch.errors import ValidationError, ValidationTypeError
-from tablewatch.store.names import MAX_TAG_VALUE_CHARS, validate_tags
+from tablewatch.store.names import MAX_TAG_VALUE_CHARS, check_encodable, validate_tags
 from tablewatch.store.timestamps import to_us, us_to_datetime
 
 STATUSES = ("queued", "running", "success", "failure", "retry", "revoked", "skipped")
@@ -87,6 +87,7 @@ def validate_task_run(run: Any, index: int = 0) -> TaskRun:
             raise ValidationError(f"{where}.{name}", value, "must be a non-empty string")
         if len(value) > MAX_TAG_VALUE_CHARS or "\x00" in value:
             raise ValidationError(f"{where}.{name}", value, f"must be at most {MAX_TAG_VALUE_CHARS} characters, no NUL")
+        check_encodable(f"{where}.{name}", value)
     if run.status not in STATUSES:
         raise ValidationError(f"{where}.status", run.status, f"must be one of {', '.join(STATUSES)}")
     if not isinstance(run.attempt, int) or isinstance(run.attempt, bool) or not 1 <= run.attempt <= 65535:
@@ -117,5 +118,7 @@ def validate_task_run(run: Any, index: int = 0) -> TaskRun:
         value = getattr(run, name)
         if value is not None and not isinstance(value, str):
             raise ValidationTypeError(f"{where}.{name}", value, "must be a string or None")
+        if value is not None:
+            check_encodable(f"{where}.{name}", value)
     changes["tags"] = validate_tags(run.tags)
     return TaskRun(**{**asdict(run), **changes}) if changes else run

@@ -26,6 +26,7 @@ series per day, not per point, so they never carry a hot write load.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tablewatch.errors import StoreError, TableExists, ValidationError, ValidationTypeError
+from tablewatch.errors import (
+    SeriesNotFound,
+    StoreError,
+    StoreNotFound,
+    StoreSchemaError,
+    TableExists,
+    ValidationError,
+    ValidationTypeError,
+)
 from tablewatch.store import chunks, merge, pointbatch, sketches
 from tablewatch.store.backends import open_backend
 from tablewatch.store.downsample import aggregate, minmax_indices
@@ -50,19 +59,50 @@ from tablewatch.store.timestamps import now_us, time_range, to_us, to_us_array
 if TYPE_CHECKING:  # pandas is imported where a frame is built
     import pandas as pd
 
+log = logging.getLogger(__name__)
+
+#: The layout version recorded in ``tw_meta``; a store with a higher one was
+#: written by a newer tablewatch and is refused rather than misread.
 SCHEMA_VERSION = 1
 META, SERIES, POINTS, TASKS, RUNS = "tw_meta", "tw_series", "tw_points", "tw_tasks", "tw_runs"
 SKETCHES = "tw_sketches"
 TABLES = (META, SERIES, POINTS, TASKS, RUNS, SKETCHES)
-#: The kinds of record a retention (max age) can be set for.
-RETENTION_KINDS = ("points", "tasks", "runs", "sketches")
+#: The kinds of record a retention (max age) can be set for. ``run_points`` are
+#: the points of a training run's series (see :func:`points_family`).
+RETENTION_KINDS = ("points", "run_points", "tasks", "runs", "sketches")
+DAY_SECONDS = 86400
+#: What a new store keeps, in seconds (None: forever). Monitoring points expire;
+#: a training run's curves and its run record stay as long as the store does.
+DEFAULT_RETENTION_S: Mapping[str, float | None] = {
+    "points": 30 * DAY_SECONDS,
+    "run_points": None,
+    "tasks": 90 * DAY_SECONDS,
+    "runs": None,
+    "sketches": 400 * DAY_SECONDS,
+}
+#: Families of ``tw_points``: ``p`` for points of ordinary series, ``r`` for the
+#: points of training runs (series tagged ``run``), each with its own retention.
+POINTS_FAMILY, RUN_POINTS_FAMILY = "p", "r"
+POINTS_FAMILIES = (POINTS_FAMILY, RUN_POINTS_FAMILY)
+#: The tag that makes a series part of a training run (``Collector.run()`` sets it).
+RUN_TAG = "run"
 #: ``info()`` counts rows by scanning keys up to this many where the backend cannot count.
 ROW_COUNT_LIMIT = 1_000_000
 #: Index families recording the days that have data, one per kind of record so
 #: that each expires with its own table's retention.
 POINT_DAYS, TASK_DAYS, RUN_DAYS = "days", "task_days", "run_days"
-#: The column family of the points table holding the chunks.
-POINT_FAMILY = "p"
+#: Tables whose keys start with the salt byte: pre-split on its values.
+SALTED_TABLES = ("tw_points", "tw_tasks", "tw_runs", "tw_sketches")
+#: The (table, family) pairs whose GC policy is each kind's retention (the first
+#: one is where the retention is read back). ``days`` of ``tw_series`` follows
+#: the longer of points and run_points.
+RETENTION_FAMILIES: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "points": (("tw_points", "p"),),
+    "run_points": (("tw_points", "r"),),
+    "tasks": (("tw_tasks", "run"), ("tw_series", "task_days")),
+    "runs": (("tw_runs", "run"), ("tw_series", "run_days")),
+    "sketches": (("tw_sketches", "s"), ("tw_sketches", "days")),
+}
 #: Series a process keeps resolved (name and tags -> id), least recently used forgotten.
 SERIES_CACHE_ENTRIES = 262_144
 
@@ -73,6 +113,8 @@ class StoreConfig:
 
     salt_buckets: int = 16
     bucket_seconds: int = 3600
+    #: Max age in seconds per kind of record (None: forever); kinds left out
+    #: get :data:`DEFAULT_RETENTION_S`.
     retention_s: Mapping[str, float | None] | None = None
 
     def __post_init__(self) -> None:
@@ -85,18 +127,42 @@ class StoreConfig:
             if age is not None and (isinstance(age, bool) or not isinstance(age, (int, float)) or not age > 0):
                 raise ValidationError(f"retention_s[{kind!r}]", age, "must be a number of seconds > 0, or None (forever)")
 
+    @property
+    def retention(self) -> dict[str, float | None]:
+        """The max age of every kind of record: ``retention_s`` over the defaults."""
+        return {**DEFAULT_RETENTION_S, **(self.retention_s or {})}
 
-def open_store(url: str | None = None, **config: Any) -> Store:
-    """Open (creating its tables if needed) the store at ``url``; ``None`` means
-    ``$TABLEWATCH_STORE``, else ``./tablewatch.db``. ``config`` (salt_buckets,
-    bucket_seconds, retention_s={"points": seconds, "tasks": seconds}) only
-    applies when the tables are first created."""
+
+def points_family(metric: str, tags: Mapping[str, str]) -> str:
+    """The family of ``tw_points`` that holds a series' points: the series of a
+    training run (tagged ``run``) go to ``r`` (kept forever by default), every
+    other series to ``p`` (30 days by default)."""
+    return RUN_POINTS_FAMILY if RUN_TAG in tags else POINTS_FAMILY
+
+
+def open_store(url: str | None = None, *, create: bool = True, **config: Any) -> Store:
+    """Open the store at ``url``; ``None`` means ``$TABLEWATCH_STORE``, else
+    ``./tablewatch.db``.
+
+    ``create=True`` (writers): a store that does not exist is created, and a
+    warning on the ``tablewatch`` logger says so once. ``create=False``
+    (readers): a store that does not exist raises :class:`StoreNotFound`
+    naming it; nothing is created. ``config`` (salt_buckets, bucket_seconds,
+    retention_s={"points": seconds, ...}) only applies when the tables are
+    first created; change retention later with :meth:`Store.set_retention`.
+    A store whose ``tw_meta`` is from a newer tablewatch, or damaged, raises
+    :class:`StoreSchemaError`."""
     unknown = set(config) - {"salt_buckets", "bucket_seconds", "retention_s"}
     if unknown:
         raise ValidationError(sorted(unknown)[0], config[sorted(unknown)[0]],
                               "is not a store option (known: salt_buckets, bucket_seconds, retention_s)")
     checked = StoreConfig(**config)  # before the backend is opened: a bad option leaks nothing
-    return Store(open_backend(url), checked)
+    backend = open_backend(url, create=create)
+    try:
+        return Store(backend, checked, create=create)
+    except BaseException:
+        backend.close()
+        raise
 
 
 class Store:
@@ -105,11 +171,14 @@ class Store:
     Thread-safe. Usable as a context manager (closes the backend on exit).
     """
 
-    def __init__(self, backend: Backend, config: StoreConfig | None = None) -> None:
+    def __init__(self, backend: Backend, config: StoreConfig | None = None, *, create: bool = True) -> None:
         self.backend = backend
         self.url = backend.url
+        self.read_only = bool(getattr(backend, "read_only", False))
+        #: True when this open created the store (its ``tw_meta``).
+        self.created = False
         config = config or StoreConfig()
-        self.codec = self._ensure_tables(config)
+        self.codec = self._ensure_tables(config, create)
         self._points = backend.table(POINTS)
         self._index = backend.table(SERIES)
         self._tasks = backend.table(TASKS)
@@ -122,53 +191,76 @@ class Store:
             self._tag_index.backfill()  # a store written before the tag index: once
         #: Whether a read merges the closed buckets it finds unmerged (see merge.py).
         self.merge_on_read = True
-        self._points_max_age_us = self._max_age_us(POINTS)
+        self._load_retention()
+
+    def _load_retention(self) -> None:
+        families = self.backend.table_info(POINTS).families
+        #: Families of ``tw_points`` in this store (a store made before run
+        #: points had their own family has only ``p``: every series goes there).
+        self._point_families = [f for f in POINTS_FAMILIES if f in families]
+        ages = [families[f].max_age_s for f in self._point_families]
+        # Reads skip buckets older than the longest points retention.
+        self._points_max_age_us = None if None in ages else int(max(ages) * US_PER_S)
         self._tasks_max_age_us = self._max_age_us(TASKS)
         self._runs_max_age_us = self._max_age_us(RUNS)
 
     # -- set-up -------------------------------------------------------------------
 
-    def _ensure_tables(self, config: StoreConfig) -> KeyCodec:
-        codec = KeyCodec(config.salt_buckets, config.bucket_seconds)
-        retention = dict(config.retention_s or {})
-        existing = set(self.backend.list_tables())
-        points_age = retention.get("points")
-        tasks_age = retention.get("tasks")
-        families = {
+    def _table_families(self, retention: Mapping[str, float | None]) -> dict[str, dict[str, GCPolicy]]:
+        """Every table's families with their GC policies for ``retention`` (a
+        value for every kind)."""
+        return {
             META: {"config": GCPolicy(max_versions=1)},
             SERIES: {
                 "meta": GCPolicy(max_versions=1),
-                POINT_DAYS: GCPolicy(max_versions=1, max_age_s=points_age),
-                TASK_DAYS: GCPolicy(max_versions=1, max_age_s=tasks_age),
-                RUN_DAYS: GCPolicy(max_versions=1, max_age_s=retention.get("runs")),
+                POINT_DAYS: GCPolicy(max_versions=1, max_age_s=_longest(retention["points"], retention["run_points"])),
+                TASK_DAYS: GCPolicy(max_versions=1, max_age_s=retention["tasks"]),
+                RUN_DAYS: GCPolicy(max_versions=1, max_age_s=retention["runs"]),
             },
-            POINTS: {"p": GCPolicy(max_versions=1, max_age_s=points_age)},
-            TASKS: {"run": GCPolicy(max_versions=1, max_age_s=tasks_age)},
-            RUNS: {"run": GCPolicy(max_versions=1, max_age_s=retention.get("runs"))},
-            SKETCHES: sketches.table_families(retention.get("sketches")),
+            POINTS: {
+                POINTS_FAMILY: GCPolicy(max_versions=1, max_age_s=retention["points"]),
+                RUN_POINTS_FAMILY: GCPolicy(max_versions=1, max_age_s=retention["run_points"]),
+            },
+            TASKS: {"run": GCPolicy(max_versions=1, max_age_s=retention["tasks"])},
+            RUNS: {"run": GCPolicy(max_versions=1, max_age_s=retention["runs"])},
+            SKETCHES: sketches.table_families(retention["sketches"]),
         }
-        splits = {
-            POINTS: [bytes([s]) for s in range(1, codec.salt_buckets)],
-            TASKS: [bytes([s]) for s in range(1, codec.salt_buckets)],
-            RUNS: [bytes([s]) for s in range(1, codec.salt_buckets)],
-            SKETCHES: [bytes([s]) for s in range(1, codec.salt_buckets)],
-        }
-        for name in TABLES:
-            if name not in existing:
-                try:
-                    self.backend.create_table(name, families[name], split_keys=splits.get(name, ()))
-                except TableExists:
-                    pass  # another process created it first
+
+    def _ensure_tables(self, config: StoreConfig, create: bool) -> KeyCodec:
+        codec = KeyCodec(config.salt_buckets, config.bucket_seconds)
+        existing = set(self.backend.list_tables())
+        if META not in existing and (not create or self.read_only):
+            raise StoreNotFound(
+                f"store {self.url!r} does not exist (it has no {META} table){_location(self.backend)}; "
+                "a command that only reads never creates one. Create it by writing to it: "
+                f"`tablewatch push METRIC VALUE --store {self.url}`, or open_store(url) in Python"
+            )
+        families = self._table_families(config.retention)
+        missing = [name for name in TABLES if name not in existing]
+        if missing and self.read_only:
+            raise StoreError(f"store {self.url!r} is read-only and lacks the tables {', '.join(missing)}: "
+                             "open it writable once (with this tablewatch) to create them")
+        splits = [bytes([s]) for s in range(1, codec.salt_buckets)]
+        for name in missing:
+            try:
+                self.backend.create_table(name, families[name], split_keys=splits if name in SALTED_TABLES else ())
+            except TableExists:
+                pass  # another process created it first
         meta = self.backend.table(META)
         stored = meta.read_rows([b"config"])
         if not stored:
+            if self.read_only or not create:
+                raise StoreSchemaError(f"store {self.url!r}: {META} has no config row (its creation was cut short); "
+                                       "open it once with a writer (e.g. `tablewatch push`) to finish creating it")
             value = json.dumps(
                 {"salt_buckets": codec.salt_buckets, "bucket_seconds": codec.bucket_seconds, "schema": SCHEMA_VERSION}
             ).encode()
             meta.mutate_rows([RowMutation(b"config", [SetCell("config", b"json", value, 0)])])
             stored = meta.read_rows([b"config"])
-        recorded = json.loads(stored[0].value("config", b"json"))
-        return KeyCodec(recorded["salt_buckets"], recorded["bucket_seconds"])
+            if META in missing:
+                self.created = True
+                log.warning("created a new, empty store at %s", self.url)
+        return _recorded_codec(self.url, stored[0].value("config", b"json"))
 
     def _max_age_us(self, table: str) -> int | None:
         info = self.backend.table_info(table)
@@ -209,6 +301,11 @@ class Store:
             self._series_cache.put(key, found)
         return found
 
+    def _points_family(self, metric: str, tags: Mapping[str, str]) -> str:
+        """:func:`points_family`, or ``p`` in a store made before ``r`` existed."""
+        family = points_family(metric, tags)
+        return family if family in self._point_families else POINTS_FAMILY
+
     @staticmethod
     def _series_row_key(metric: str, sid: bytes) -> bytes:
         return b"s" + metric.encode() + b"\x00" + sid
@@ -227,6 +324,20 @@ class Store:
             # separators sort below every character a name or tag may hold (stored tags are sorted).
             found.sort(key=lambda s: s[0] + "\x00" + "\x00".join(f"{k}\x01{v}" for k, v in s[1].items()))
             return [Series(m, t) for m, t in found]
+
+    def _check_series_exists(self, metric: str, tags: Mapping[str, str] | None) -> None:
+        """Raise :class:`SeriesNotFound` when no series is ``metric`` with exactly
+        ``tags`` but some are with more tags."""
+        metric, clean, sid = self._resolve(metric, tags)
+        if self._index.read_rows([self._series_row_key(metric, sid)], columns=[("meta", b"json")]):
+            return
+        candidates = self.find_series(metric, clean)
+        if candidates:
+            shown = "; ".join(f"{s.metric}{_tag_text(s.tags)}" for s in candidates[:10])
+            more = f" and {len(candidates) - 10} more" if len(candidates) > 10 else ""
+            raise SeriesNotFound(
+                f"no series {metric}{_tag_text(clean)}: a series is named by all its tags, and "
+                f"{len(candidates)} series have these tags among others: {shown}{more}", candidates)
 
     def series_days(self, metric: str, tags: Mapping[str, str] | None = None) -> list[int]:
         """Day indexes (days since the epoch, UTC) on which the series has points."""
@@ -297,6 +408,7 @@ class Store:
         """Check one series' points and build its mutations:
         (point rows, index rows, series id, days, point count)."""
         metric, clean_tags, sid = self._resolve(metric, tags)
+        family = self._points_family(metric, clean_tags)
         ts_us = to_us_array(ts, "ts")
         vals = _float_array(values, "values", allow_inf)
         step_array = _step_array(steps, "steps") if steps is not None else None
@@ -320,7 +432,7 @@ class Store:
                 qualifier, value = chunks.encode(
                     ts_us[start:stop], vals[start:stop], step_array[start:stop] if step_array is not None else None
                 )
-                cells.append(SetCell(POINT_FAMILY, qualifier, value, int(ts_us[stop - 1]) // 1000))
+                cells.append(SetCell(family, qualifier, value, int(ts_us[stop - 1]) // 1000))
             rows.append(RowMutation(self.codec.point_key(sid, int(buckets[lo])), cells))
         days = set(np.unique(ts_us // DAY_US).tolist())
         meta = series_json(metric, clean_tags)
@@ -347,15 +459,17 @@ class Store:
             meta = series_json(metric, tags)
             index += self._days.mutations(self._series_row_key(metric, sid), meta, sid, days, POINT_DAYS)
             index += index_rows(metric, tags, sid, meta)
-        family = POINT_FAMILY
+        # Each series' family (``r`` for a training run's, else ``p``), per chunk.
+        by_batch = [self._points_family(metric, tags) for metric, tags, _ in series]
+        families = [by_batch[b] for b in cells.batch.tolist()]
         if len(set(cells.keys)) == len(cells.keys):  # one chunk per row: the common case of many series
             # In key order: the embedded store's B-tree then inserts with locality (several times faster).
-            points = [RowMutation(cells.keys[i], [SetCell(family, cells.qualifiers[i], cells.values[i],
+            points = [RowMutation(cells.keys[i], [SetCell(families[i], cells.qualifiers[i], cells.values[i],
                                                           cells.timestamps_ms[i])]) for i in cells.key_order]
         else:
             rows: dict[bytes, list] = {}
-            for key, qualifier, value, timestamp_ms in zip(cells.keys, cells.qualifiers, cells.values,
-                                                            cells.timestamps_ms):
+            for key, family, qualifier, value, timestamp_ms in zip(cells.keys, families, cells.qualifiers,
+                                                                    cells.values, cells.timestamps_ms):
                 rows.setdefault(key, []).append(SetCell(family, qualifier, value, timestamp_ms))
             points = [RowMutation(key, rows[key]) for key in sorted(rows)]
         if index:  # index first: a reader never misses written points
@@ -387,8 +501,14 @@ class Store:
         """Points of one series with ``start <= ts < end`` (None: unbounded), in
         time order, as a DataFrame with columns ``ts`` (UTC), ``value`` and
         ``step`` (nullable integer). With ``max_points``, downsampled to at most
-        that many points keeping each time bucket's min and max (spikes stay)."""
+        that many points keeping each time bucket's min and max (spikes stay).
+
+        ``tags`` must be the series' tags exactly: when no series has them but
+        some have them among others (partial tags), :class:`SeriesNotFound`
+        lists those series instead of returning an empty frame."""
         ts, values, steps = self.read_arrays(metric, tags, start, end)
+        if len(ts) == 0:
+            self._check_series_exists(metric, tags)
         if max_points is not None:
             keep = minmax_indices(ts, values, max_points)
             ts, values, steps = ts[keep], values[keep], steps[keep]
@@ -405,18 +525,19 @@ class Store:
             start_us = max(start_us, now_us() - self._points_max_age_us)
         days = self._days.days(self._series_row_key(metric, sid), POINT_DAYS)
         keys = self.codec.point_keys_on_days(sid, days, start_us, end_us)
-        rows = self._points.read_rows(keys, columns=[POINT_FAMILY])
+        rows = self._points.read_rows(keys, columns=self._point_families)
         # Rows come back in salt order: sorting by key within a series is time order.
         rows.sort(key=lambda row: row.key[1:])
         parts = []
         closed_before = self.codec.bucket_of(now_us() - merge.CLOSED_AFTER_S * US_PER_S)
         to_merge = []
         for row in rows:
-            points, _ = merge.row_points(row, POINT_FAMILY)  # see tablewatch.store.merge
-            parts.append(points)
-            if self.merge_on_read and self.codec.decode_point_key(row.key)[2] < closed_before \
-                    and merge.needs_merge(row.cells.get(POINT_FAMILY, {})):
-                to_merge.append((row, points))
+            for family in row.cells:
+                points, _ = merge.row_points(row, family)  # see tablewatch.store.merge
+                parts.append(points)
+                if self.merge_on_read and self.codec.decode_point_key(row.key)[2] < closed_before \
+                        and merge.needs_merge(row.cells[family]):
+                    to_merge.append((row, family, points))
         if to_merge:
             self._merge_rows_read(to_merge)
         if not parts:
@@ -443,21 +564,21 @@ class Store:
         now = now_us() if now is None else to_us(now, "now")
         closed_before = self.codec.bucket_of(now - merge.CLOSED_AFTER_S * US_PER_S)
         keys = [
-            row.key for row in self._points.scan(columns=[POINT_FAMILY], keys_only=True)  # qualifiers only
+            row.key for row in self._points.scan(columns=self._point_families, keys_only=True)  # qualifiers only
             if self.codec.decode_point_key(row.key)[2] < closed_before
-            and merge.needs_merge(row.cells.get(POINT_FAMILY, {}))
+            and any(merge.needs_merge(cells) for cells in row.cells.values())
         ]
         merged = 0
         for start in range(0, len(keys), merge.ROWS_PER_PASS):
-            rows = self._points.read_rows(keys[start:start + merge.ROWS_PER_PASS], columns=[POINT_FAMILY])
-            merged += self._merge_rows_read([(row, None) for row in rows], quiet=False)
+            rows = self._points.read_rows(keys[start:start + merge.ROWS_PER_PASS], columns=self._point_families)
+            merged += self._merge_rows_read([(row, family, None) for row in rows for family in row.cells], quiet=False)
         return merged
 
-    def _merge_rows_read(self, rows: list[tuple[Any, merge.Points | None]], quiet: bool = True) -> int:
-        """Write the merges of rows just read, each with its points when already
-        decoded; a reader (``quiet``) never fails because its merge could not be
-        written: the next read tries again."""
-        mutations = [m for m in (merge.merge_mutation(row, POINT_FAMILY, points) for row, points in rows)
+    def _merge_rows_read(self, rows: list[tuple[Any, str, merge.Points | None]], quiet: bool = True) -> int:
+        """Write the merges of (row, family) pairs just read, each with its points
+        when already decoded; a reader (``quiet``) never fails because its merge
+        could not be written: the next read tries again."""
+        mutations = [m for m in (merge.merge_mutation(row, family, points) for row, family, points in rows)
                      if m is not None]
         if not mutations:
             return 0
@@ -609,13 +730,66 @@ class Store:
         self.merge_closed_buckets()
         return sum(self.backend.table(name).compact() for name in TABLES)
 
+    # -- retention -------------------------------------------------------------------------
+
+    def retention(self) -> dict[str, float | None]:
+        """The max age in seconds of each kind of record (None: forever), read
+        back from the families' GC policies. In a store made before run points
+        had their own family, ``run_points`` follow ``points``."""
+        found: dict[str, float | None] = {}
+        for kind, ((table, family), *_) in RETENTION_FAMILIES.items():
+            families = self.backend.table_info(table).families
+            if family not in families and kind == "run_points":
+                family = POINTS_FAMILY
+            found[kind] = families[family].max_age_s if family in families else None
+        return found
+
+    def set_retention(self, changes: Mapping[str, float | None]) -> dict[str, float | None]:
+        """Change the max age of some kinds of record (seconds, None: forever)
+        on this existing store, as GC policies of every family concerned; the
+        retention after the change. Shorter retention hides older records at
+        once and removes them when the backend collects garbage (``compact``
+        on the embedded one); a longer one only keeps what has not been
+        collected yet. Other processes see the change when they next open the
+        store. The HBase backend raises :class:`StoreError` with the HBase shell
+        ``alter`` commands to run (Thrift v1 cannot alter a table)."""
+        if self.read_only:
+            raise StoreError(f"store {self.url!r} is read-only: cannot change its retention")
+        if not isinstance(changes, Mapping) or not changes:
+            raise ValidationError("retention", changes, f"must map some of {', '.join(RETENTION_KINDS)} to seconds")
+        StoreConfig(retention_s=changes)  # checks kinds and ages
+        retention = {**self.retention(), **changes}
+        wanted = self._table_families(retention)
+        per_table: dict[str, dict[str, GCPolicy]] = defaultdict(dict)
+        for kind in changes:
+            for table, family in RETENTION_FAMILIES[kind]:
+                per_table[table][family] = wanted[table][family]
+        if "points" in changes or "run_points" in changes:
+            per_table[SERIES][POINT_DAYS] = wanted[SERIES][POINT_DAYS]
+        modify_many = getattr(self.backend, "set_families_many", None)
+        modify = getattr(self.backend, "set_families", None)
+        if modify_many is not None:
+            modify_many(per_table)
+        elif modify is not None:
+            for table, families in per_table.items():
+                modify(table, families)
+        else:
+            raise StoreError(f"store {self.url!r}: the {type(self.backend).__name__} cannot change GC policies")
+        self._load_retention()
+        return self.retention()
+
+    # -- inspection ---------------------------------------------------------------------
+
     def info(self, count_limit: int = ROW_COUNT_LIMIT) -> dict[str, Any]:
-        """Tables, families with their GC policies, row counts, splits, and the
-        key layout. Rows are counted exactly where the backend can count cheaply
-        (``count_rows``), else by a keys-only scan that stops at ``count_limit``
-        rows (``rows_exact`` False: there are at least that many). ``splits`` is
-        how many pieces (tablets, regions) the backend's sampled row keys cut the
-        table into."""
+        """Tables, families with their GC policies, row counts, splits, the key
+        layout and the retention of each kind of record. Rows are counted
+        exactly where the backend can count cheaply (``count_rows``), else by a
+        keys-only scan that stops at ``count_limit`` rows (``rows_exact``
+        False: there are at least that many). ``splits_requested`` is how many
+        pieces tablewatch asked for when it created the table (salted tables
+        are pre-split on their salt buckets), ``splits`` how many pieces
+        (tablets, regions) the backend reports now, from its sampled row keys;
+        ``splits_note`` says why they may differ on this backend."""
         tables = []
         for name in self.backend.list_tables():
             table_info = self.backend.table_info(name)
@@ -632,32 +806,67 @@ class Store:
                              for f, p in table_info.families.items()},
                 "rows": rows,
                 "rows_exact": exact,
+                "splits_requested": self.codec.salt_buckets if name in SALTED_TABLES else 1,
                 "splits": len(table.sample_row_keys()) + 1,
             })
         return {
             "url": self.url,
             "backend": type(self.backend).__name__,
+            "read_only": self.read_only,
+            "schema": SCHEMA_VERSION,
             "salt_buckets": self.codec.salt_buckets,
             "bucket_seconds": self.codec.bucket_seconds,
+            "retention_s": self.retention(),
+            "run_points_family": RUN_POINTS_FAMILY in self._point_families,
+            "splits_note": getattr(self.backend, "splits_note", ""),
             "tables": tables,
         }
 
-    def hotspots(self) -> dict[str, Any]:
-        """Points and rows per salt bucket of the points table, and the skew
-        (max / mean points per bucket; 1.0 is perfectly even)."""
+    def hotspots(self, window_s: int | None = None) -> dict[str, Any]:
+        """Points and rows per salt bucket of the points table, overall and per
+        time window, with the skew of each (max / mean points per salt bucket:
+        1.0 is perfectly even, ``salt_buckets`` means all in one bucket).
+
+        By design one time bucket of one series lands in one salt bucket, and
+        the salt moves on by one with each time bucket: a series spreads evenly
+        over a window of ``salt_buckets`` time buckets (the default
+        ``window_s``). So a short window, or few series, shows a high skew that
+        is expected; a high skew over full windows of many series is a hotspot."""
+        window_s = window_s or self.codec.salt_buckets * self.codec.bucket_seconds
+        if isinstance(window_s, bool) or not isinstance(window_s, int) or window_s % self.codec.bucket_seconds:
+            raise ValidationError("window_s", window_s, f"must be a multiple of the time bucket ({self.codec.bucket_seconds} s)")
+        buckets_per_window = window_s // self.codec.bucket_seconds
         points: Counter[int] = Counter()
         rows: Counter[int] = Counter()
-        for row in self._points.scan(columns=["p"], keys_only=True):  # counts are in the qualifiers
-            salt = row.key[0]
+        windows: dict[int, Counter[int]] = defaultdict(Counter)
+        window_series: dict[int, set[bytes]] = defaultdict(set)
+        for row in self._points.scan(columns=self._point_families, keys_only=True):  # counts are in the qualifiers
+            salt, sid, bucket = self.codec.decode_point_key(row.key)
+            count = sum(chunks.count_of(q) for family in row.cells.values() for q in family)
             rows[salt] += 1
-            points[salt] += sum(chunks.count_of(q) for q in row.cells.get("p", {}))
+            points[salt] += count
+            window = bucket // buckets_per_window
+            windows[window][salt] += count
+            window_series[window].add(sid)
         counts = [points.get(s, 0) for s in range(self.codec.salt_buckets)]
-        mean = sum(counts) / len(counts)
+        per_window = []
+        for window in sorted(windows):
+            window_counts = [windows[window].get(s, 0) for s in range(self.codec.salt_buckets)]
+            per_window.append({
+                "start": window * window_s,
+                "end": (window + 1) * window_s,
+                "series": len(window_series[window]),
+                "points": sum(window_counts),
+                "skew": _skew(window_counts),
+            })
         return {
             "salt_buckets": self.codec.salt_buckets,
+            "bucket_seconds": self.codec.bucket_seconds,
+            "window_s": window_s,
             "points": counts,
             "rows": [rows.get(s, 0) for s in range(self.codec.salt_buckets)],
-            "skew": (max(counts) / mean) if mean else None,
+            "skew": _skew(counts),
+            "windows": per_window,
         }
 
     def close(self) -> None:
@@ -671,6 +880,58 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.url!r}, salt_buckets={self.codec.salt_buckets}, bucket_seconds={self.codec.bucket_seconds})"
+
+
+def _tag_text(tags: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"{k}={v}" for k, v in sorted(tags.items())) + "}"
+
+
+def _skew(counts: list[int]) -> float | None:
+    """max / mean of counts (None when all are 0)."""
+    mean = sum(counts) / len(counts)
+    return (max(counts) / mean) if mean else None
+
+
+def _longest(*ages: float | None) -> float | None:
+    """The longest of some max ages (None, forever, is the longest)."""
+    return None if any(a is None for a in ages) else max(ages)  # type: ignore[type-var]
+
+
+def _location(backend: Backend) -> str:
+    path = getattr(backend, "path", None)
+    return f" (file {path})" if path is not None else ""
+
+
+def _recorded_codec(url: str, raw: bytes | None) -> KeyCodec:
+    """The key layout recorded in ``tw_meta``, checked: a store from a newer
+    tablewatch, or with a damaged record, raises :class:`StoreSchemaError`."""
+    where = f"store {url!r}: its configuration ({META} row 'config')"
+    damaged = (" is damaged: {problem}. Restore the store (or at least {meta}) from a backup; tablewatch will not "
+               "rewrite it, since a guessed salt_buckets or bucket_seconds would make every point unreadable")
+    try:
+        recorded = json.loads(raw) if raw is not None else None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise StoreSchemaError(where + damaged.format(problem=f"not JSON ({e})", meta=META)) from e
+    if not isinstance(recorded, dict):
+        raise StoreSchemaError(where + damaged.format(problem=f"expected a JSON object, got {raw[:60]!r}", meta=META))
+    schema = recorded.get("schema")
+    if schema is None:
+        raise StoreSchemaError(where + damaged.format(problem="it has no schema version", meta=META))
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
+        raise StoreSchemaError(where + damaged.format(problem=f"schema version {schema!r} is not one tablewatch writes "
+                                                      f"(1 to {SCHEMA_VERSION})", meta=META))
+    if schema > SCHEMA_VERSION:
+        raise StoreSchemaError(
+            f"store {url!r} was written by a newer tablewatch (schema version {schema}; this one reads up to "
+            f"{SCHEMA_VERSION}): upgrade tablewatch (pip install -U tablewatch) to open it; "
+            "this version would misread it"
+        )
+    try:
+        return KeyCodec(recorded["salt_buckets"], recorded["bucket_seconds"])
+    except KeyError as e:
+        raise StoreSchemaError(where + damaged.format(problem=f"{e.args[0]} is missing", meta=META)) from e
+    except (ValidationError, TypeError) as e:
+        raise StoreSchemaError(where + damaged.format(problem=str(e), meta=META)) from e
 
 
 def _run_entity(name: str) -> bytes:
@@ -721,6 +982,8 @@ def _objects_to_float(array: np.ndarray, field: str) -> np.ndarray:
             raise ValidationTypeError(f"{field}[{i}]", item, "must be a number (use float('nan') for a missing value)")
         try:
             out[i] = float(item)
+        except OverflowError as e:
+            raise ValidationError(f"{field}[{i}]", item, "is too large for a 64-bit float") from e
         except (TypeError, ValueError) as e:
             raise ValidationTypeError(f"{field}[{i}]", item, "must be a number") from e
     return out
@@ -736,10 +999,18 @@ def _step_array(steps: Any, field: str) -> np.ndarray:
         if not np.isfinite(array).all() or (array != np.floor(array)).any():
             i = int(np.flatnonzero(~np.isfinite(array) | (array != np.floor(array)))[0])
             raise ValidationTypeError(f"{field}[{i}]", array[i], "must be a whole number")
+        if len(array) and np.abs(array).max() >= 2**63:  # reported as sent, not as int64 wrapped it
+            i = int(np.argmax(np.abs(array) >= 2**63))
+            raise ValidationError(f"{field}[{i}]", int(array[i]), "must be below 2**63")
     elif array.dtype.kind not in "iu":
         for i, item in enumerate(array):
             if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
                 raise ValidationTypeError(f"{field}[{i}]", item, "must be an integer")
+            if not -(2**63) <= item < 2**63:  # reported as sent, not as int64 wrapped it
+                raise ValidationError(f"{field}[{i}]", item, "must be below 2**63")
+    elif array.dtype.kind == "u" and len(array) and array.max() >= 2**63:
+        i = int(np.argmax(array >= 2**63))
+        raise ValidationError(f"{field}[{i}]", int(array[i]), "must be below 2**63")
     array = array.astype(np.int64)
     if len(array) and array.min() < 0:
         i = int(np.flatnonzero(array < 0)[0])

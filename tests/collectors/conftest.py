@@ -5,8 +5,10 @@ from tablewatch import Collector, open_store
 
 @pytest.fixture
 def store(tmp_path):
-    """A fresh embedded store (modules may override this fixture)."""
-    with open_store(f"sqlite:///{tmp_path}/tw.db") as store:
+    """A fresh embedded store (modules may override this fixture). It keeps
+    points forever: tests log points at fixed past times (2023), which the
+    default 30-day retention of points would hide."""
+    with open_store(f"sqlite:///{tmp_path}/tw.db", retention_s={"points": None}) as store:
         yield store
 
 

@@ -59,7 +59,7 @@ def test_push_to_a_server(store_url, capsys, monkeypatch):
         with serve_in_thread(create_app(store, token="tok")) as url:
             assert main(["push", "shell.m", "42", "--tag", "job=backup", "--ts", str(T0),
                          "--server", url, "--token", "tok"]) == 0
-            assert main(["push", "shell.m", "1", "--server", url, "--token", "wrong"]) == 2
+            assert main(["push", "shell.m", "1", "--server", url, "--token", "wrong"]) == 3  # unauthorized has its own exit code
             assert "401" in capsys.readouterr().err
             monkeypatch.setenv("TABLEWATCH_INGEST_TOKEN", "tok")
             assert main(["push", "shell.m", "43", "--tag", "job=backup", "--ts", str(T0 + 1),

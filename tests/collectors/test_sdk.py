@@ -40,7 +40,7 @@ def url(db):
 
 @pytest.fixture
 def store(url):
-    store = open_store(url)  # creates the tables, so a later lock only blocks writes
+    store = open_store(url, retention_s={"points": None})  # creates the tables, so a later lock only blocks writes; keeps the 2023 points
     yield store
     store.close()
 
@@ -504,8 +504,16 @@ def test_a_spooled_series_the_store_refuses_is_discarded_without_blocking_the_re
     collector = collectors(url)
     assert collector.flush() is True
     assert len(steps_of(store, "good.a")) == 10 and len(steps_of(store, "good.b")) == 10
-    assert collector.stats()["rejected"] == 10
-    assert not list(dead.parent.glob("*/*.twb"))
+    stats = collector.stats()
+    assert stats["rejected"] == 10 and stats["rejected_batches"] == 1
+    assert not [p for p in dead.parent.glob("*/*.twb") if p.parent.name != "rejected"]
+    # Set aside where a person can look at it: the batch and the reason.
+    from tablewatch.collectors.spool import decode_batch
+
+    [kept] = Path(stats["rejected_dir"]).glob("*.twb")
+    _, [refused] = decode_batch(kept.read_bytes())
+    assert refused.metric == "bad metric!" and refused.points == 10
+    assert "metric" in kept.with_suffix(".txt").read_text()
     assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 1
 
 

@@ -16,11 +16,12 @@ import pytest
 from thriftpy2.thrift import TApplicationException
 
 from tablewatch import open_store
-from tablewatch.gateway.hbase_thrift import HBaseThriftGateway, hbase_idl, parse_filter
+from tablewatch.gateway.filters import parse_filter
+from tablewatch.gateway.hbase_thrift import HBaseThriftGateway, hbase_idl
 from tablewatch.store import chunks
 
 idl = hbase_idl()
-T0 = 1_790_000_000.0
+T0 = float(int(time.time()) // 86400 * 86400 - 7 * 86400)  # a day boundary a week ago: inside the default 30-day points retention
 
 
 @pytest.fixture(scope="module")
@@ -135,11 +136,7 @@ def test_scan_filter_strings(table):
     assert [k for k, _ in table.scan(filter=b"(PageFilter(2))")] == [b"a1", b"a2"]
     assert [k for k, _ in table.scan(filter=b"InclusiveStopFilter('a2')")] == [b"a1", b"a2"]
     assert dict(table.scan(filter=b"KeyOnlyFilter(true)"))[b"a2"] == {b"f:y": struct.pack(">i", 1)}
-    assert parse_filter(b"PrefixFilter('it''s')").prefixes == [b"it's"]
-    for bad, message in ((b"ValueFilter(=, 'binary:x')", "not supported"), (b"PrefixFilter('a') OR KeyOnlyFilter()",
-                         "OR is not supported"), (b"PrefixFilter(", "bad argument"), (b"PrefixFilter('a'", "expected")):
-        with pytest.raises(idl.IOError, match=message):
-            list(table.scan(filter=bad))
+    assert parse_filter(b"PrefixFilter('it''s')").prefix == b"it's"
 
 
 def test_batches_transactions_wal_and_deletes(table):
@@ -190,6 +187,27 @@ def test_counters(table):
     assert not client.checkAndPut(table.name, b"c", b"f:text", b"nope", idl.Mutation(column=b"f:flag", value=b"2"), {})
     assert not client.checkAndPut(table.name, b"c", b"f:flag", None, idl.Mutation(column=b"f:flag", value=b"3"), {})
     assert table.row(b"c")[b"f:flag"] == b"1"
+
+
+def test_check_and_put_reads_an_absent_or_empty_value_as_hbase_does(table):
+    # HBase's checkAndMutate: a null (absent) or empty value matches a missing
+    # cell or a cell holding b"", and nothing else.
+    client = table.connection.client
+
+    def check_and_put(expected, new, column=b"f:lease"):
+        return client.checkAndPut(table.name, b"r", b"f:lease", expected, idl.Mutation(column=column, value=new), {})
+
+    assert check_and_put(b"", b"") is True  # missing: matches ""
+    assert table.row(b"r") == {b"f:lease": b""}
+    assert check_and_put(None, b"a") is True  # holding "": matches "must not exist"
+    assert check_and_put(None, b"b") is False
+    assert check_and_put(b"", b"b") is False
+    assert check_and_put(b"a", b"b") is True
+    assert check_and_put(b"b", b"1", column=b"g:other") is True  # checks one column, puts another
+    assert table.row(b"r") == {b"f:lease": b"b", b"g:other": b"1"}
+    with pytest.raises(idl.IOError, match="NoSuchColumnFamilyException"):
+        client.checkAndPut(table.name, b"r", b"nope:q", None, idl.Mutation(column=b"f:q", value=b"x"), {})
+    assert table.row(b"r")[b"f:lease"] == b"b"  # the connection still works
 
 
 def test_connection_pool_from_several_threads(gateway, connection):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -19,6 +20,10 @@ def put(table, key: bytes, family: str, qualifier: bytes, value: bytes, ts: int 
 
 
 class TableContract:
+    #: Whether check_and_set writes at the timestamp given (HBase's Thrift v1
+    #: checkAndPut cannot carry one: the cell gets the server's clock).
+    check_and_set_keeps_timestamp = True
+
     @pytest.fixture
     def name(self) -> str:
         return "t_" + uuid.uuid4().hex[:12]
@@ -191,4 +196,91 @@ class TableContract:
         assert [r.key for r in table.scan()] == [b"r"]
         table.compact()
         assert [r.key for r in table.scan()] == [b"r"]
+        backend.delete_table(name)
+
+    # -- check_and_set ----------------------------------------------------------------------
+
+    def test_check_and_set_absent_then_match_then_mismatch(self, table):
+        assert table.check_and_set(b"lease", "a", b"owner", None, b"runner-1", NOW_MS) is True
+        [row] = table.read_rows([b"lease"])
+        assert row.value("a", b"owner") == b"runner-1"
+        if self.check_and_set_keeps_timestamp:
+            assert row.cells["a"][b"owner"][0].timestamp_ms == NOW_MS
+        # the cell exists now: "must not exist" fails, and so does a wrong value
+        assert table.check_and_set(b"lease", "a", b"owner", None, b"runner-2", NOW_MS + 1) is False
+        assert table.check_and_set(b"lease", "a", b"owner", b"runner-2", b"runner-3", NOW_MS + 1) is False
+        assert table.check_and_set(b"lease", "a", b"owner", b"runner", b"runner-3", NOW_MS + 1) is False  # a prefix
+        assert table.check_and_set(b"lease", "a", b"owner", b"runner-1x", b"runner-3", NOW_MS + 1) is False
+        [row] = table.read_rows([b"lease"], versions=5)
+        assert [c.value for c in row.cells["a"][b"owner"]] == [b"runner-1"]
+        # the expected value: replaced
+        assert table.check_and_set(b"lease", "a", b"owner", b"runner-1", b"runner-2", NOW_MS + 1) is True
+        [row] = table.read_rows([b"lease"])
+        assert row.value("a", b"owner") == b"runner-2"
+        # other cells of the row, and other rows, are other cells
+        assert table.check_and_set(b"lease", "a", b"owner2", None, b"x", NOW_MS) is True
+        assert table.check_and_set(b"lease2", "a", b"owner", None, b"y", NOW_MS) is True
+        assert table.read_rows([b"lease"])[0].value("a", b"owner") == b"runner-2"
+
+    def test_check_and_set_compares_exact_bytes(self, table):
+        tricky = b".*[a-z]+\\$^(x|y)\x00\xff\n" + bytes(range(256))
+        assert table.check_and_set(b"r", "a", b"q\x00.*", None, tricky, NOW_MS) is True
+        assert table.check_and_set(b"r", "a", b"q\x00.*", b".*", b"no", NOW_MS + 1) is False
+        assert table.check_and_set(b"r", "a", b"q\x00.", None, b"other column", NOW_MS) is True
+        assert table.check_and_set(b"r", "a", b"q\x00.*", tricky, b"done", NOW_MS + 1) is True
+        assert table.read_rows([b"r"])[0].value("a", b"q\x00.*") == b"done"
+
+    def test_check_and_set_sees_only_the_newest_version(self, table):
+        put(table, b"r", "v", b"q", b"old", NOW_MS - 1000)
+        put(table, b"r", "v", b"q", b"new", NOW_MS)
+        assert table.check_and_set(b"r", "v", b"q", b"old", b"x", NOW_MS + 1) is False
+        assert table.check_and_set(b"r", "v", b"q", b"new", b"x", NOW_MS + 1) is True
+        assert table.read_rows([b"r"])[0].value("v", b"q") == b"x"
+
+    def test_check_and_set_refuses_bad_input(self, table):
+        with pytest.raises(ValidationError, match="family"):
+            table.check_and_set(b"r", "nope", b"q", None, b"x", NOW_MS)
+        with pytest.raises(ValidationError, match="row key"):
+            table.check_and_set(b"", "a", b"q", None, b"x", NOW_MS)
+        with pytest.raises(ValidationError, match="expected"):
+            table.check_and_set(b"r", "a", b"q", "text", b"x", NOW_MS)
+        with pytest.raises(ValidationError, match="value"):
+            table.check_and_set(b"r", "a", b"q", None, "text", NOW_MS)
+        with pytest.raises(ValidationError, match="timestamp_ms"):
+            table.check_and_set(b"r", "a", b"q", None, b"x", -1)
+        assert table.read_rows([b"r"]) == []
+
+    def test_check_and_set_from_threads_has_one_winner(self, table):
+        contenders = 8
+        for round_, expected in enumerate([None, "winner"]):
+            barrier = threading.Barrier(contenders)
+            wins: list[bytes] = []
+            errors: list[BaseException] = []
+            previous = table.read_rows([b"lease"])[0].value("a", b"owner") if expected else None
+
+            def contend(i: int) -> None:
+                mine = f"runner-{round_}-{i}".encode()
+                try:
+                    barrier.wait()
+                    if table.check_and_set(b"lease", "a", b"owner", previous, mine, NOW_MS + round_):
+                        wins.append(mine)
+                except BaseException as e:  # reported below
+                    errors.append(e)
+
+            threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert errors == []
+            assert len(wins) == 1, wins
+            assert table.read_rows([b"lease"])[0].value("a", b"owner") == wins[0]
+
+    def test_check_and_set_treats_an_expired_cell_as_absent(self, backend, name):
+        backend.create_table(name, {"f": GCPolicy(max_versions=1, max_age_s=3600.0)})
+        table = backend.table(name)
+        put(table, b"r", "f", b"q", b"old", NOW_MS - 7200 * 1000)
+        assert table.check_and_set(b"r", "f", b"q", b"old", b"x", NOW_MS) is False
+        assert table.check_and_set(b"r", "f", b"q", None, b"new", NOW_MS) is True
+        assert table.read_rows([b"r"])[0].value("f", b"q") == b"new"
         backend.delete_table(name)

@@ -22,7 +22,7 @@ from tablewatch.store import bigtable as bt
 from tablewatch.store.backends import open_backend
 from tablewatch.store.keys import KeyCodec
 from tablewatch.store.names import series_id
-from tablewatch.store.table import DeleteRow, GCPolicy, RowMutation, SetCell
+from tablewatch.store.table import Cell, DeleteRow, GCPolicy, RowMutation, SetCell
 from tests.store.bigtable_emulator import INSTANCE, PROJECT, Emulator, find_emulator, free_port, raw_data_client
 from tests.store.table_contract import NOW_MS, TableContract
 from tests.store.timeseries_contract import T0, TimeSeriesContract
@@ -115,7 +115,7 @@ def test_missing_client_library_names_the_package(monkeypatch):
     for name in [m for m in sys.modules if m.startswith("google.cloud.bigtable")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "google.cloud.bigtable", None)
-    with pytest.raises(MissingDependency, match="pip install google-cloud-bigtable"):
+    with pytest.raises(MissingDependency, match=r"pip install 'tablewatch\[bigtable\]'"):
         open_backend("bigtable://p/i")
 
 
@@ -291,7 +291,8 @@ def test_unreachable_store_raises_store_unavailable_fast():
     table = backend.table("tw_points")
     backend._infos["tw_points"] = bt.TableInfo("tw_points", {"p": GCPolicy()})  # skip the admin call
     for attempt in (lambda: table.mutate_rows([RowMutation(b"r", [SetCell("p", b"q", b"x", NOW_MS)])]),
-                    lambda: table.read_rows([b"r"]), lambda: list(table.scan()), table.sample_row_keys):
+                    lambda: table.read_rows([b"r"]), lambda: list(table.scan()), table.sample_row_keys,
+                    lambda: table.check_and_set(b"r", "p", b"q", None, b"x", NOW_MS)):
         started = time.monotonic()
         with pytest.raises(StoreUnavailable, match="unavailable"):
             attempt()
@@ -401,3 +402,16 @@ def test_closed_backend_refuses_work(emulator):
     backend.close()
     with pytest.raises(StoreError, match="closed"):
         backend.list_tables()
+
+
+def test_check_and_set_empty_expected_means_an_empty_cell(backend):
+    backend.create_table("lease", {"f": GCPolicy(max_versions=1)})
+    table = backend.table("lease")
+    assert table.check_and_set(b"r", "f", b"q", b"", b"x", NOW_MS) is False  # absent is not empty
+    table.mutate_rows([RowMutation(b"r", [SetCell("f", b"q", b"", NOW_MS)])])
+    assert table.check_and_set(b"r", "f", b"q", None, b"x", NOW_MS + 1) is False  # empty is not absent
+    assert table.check_and_set(b"r", "f", b"q", b"", b"x", NOW_MS + 1) is True
+    assert table.check_and_set(b"r", "f", b"q", b"", b"y", NOW_MS + 2) is False
+    [row] = table.read_rows([b"r"])
+    assert row.cells["f"][b"q"][0] == Cell(b"x", NOW_MS + 1)
+

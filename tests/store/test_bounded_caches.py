@@ -27,7 +27,7 @@ def test_lru_keeps_what_is_used_and_forgets_the_rest():
 def test_day_index_and_series_cache_are_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(timeseries, "SERIES_CACHE_ENTRIES", 50)
     monkeypatch.setattr("tablewatch.store.dayindex.KNOWN_DAYS", 60)
-    with open_store(f"sqlite:///{tmp_path}/s.db") as store:
+    with open_store(f"sqlite:///{tmp_path}/s.db", retention_s={"points": None}) as store:
         for start in range(0, 1000, 100):
             store.write_points_many([{"metric": "m", "tags": {"pod": f"p{i}"}, "ts": np.array([float(T0)]),
                                       "values": np.array([1.0])} for i in range(start, start + 100)])

@@ -23,11 +23,11 @@ from tablewatch.errors import StoreError, StoreUnavailable, StoreURLError, Table
 from tablewatch.gateway.hbase_thrift import HBaseThriftGateway
 from tablewatch.store.backends import open_backend
 from tablewatch.store.hbase import HBaseBackend, parse_hbase_url
-from tablewatch.store.table import GCPolicy, RowMutation, SetCell
+from tablewatch.store.table import GCPolicy, RowMutation, SetCell, TableInfo
 from tests.store.table_contract import NOW_MS, TableContract
 from tests.store.timeseries_contract import TimeSeriesContract
 
-T0 = 1_790_000_000.0
+T0 = float(int(time.time()) // 86400 * 86400 - 7 * 86400)  # a day boundary a week ago: inside the default 30-day points retention
 
 
 def _prefix() -> str:
@@ -67,7 +67,7 @@ def store_factory(gateway):
 
 
 class TestHBaseTable(TableContract):
-    pass
+    check_and_set_keeps_timestamp = False  # Thrift v1 checkAndPut: the server's clock
 
 
 class TestHBaseTimeSeries(TimeSeriesContract):
@@ -104,7 +104,8 @@ def test_gc_policies_map_to_hbase_family_settings(backend, gateway):
     info = backend.table_info(name)
     assert info.families == {"all": GCPolicy(max_versions=None), "ttl": GCPolicy(max_versions=4, max_age_s=86400.0)}
     # what an HBase client sees: Integer.MAX_VALUE versions ("unlimited") and TTLs in seconds
-    connection = happybase.Connection("127.0.0.1", gateway.port, table_prefix=backend.options.table_prefix)
+    connection = happybase.Connection("127.0.0.1", gateway.port, table_prefix=backend.options.table_prefix,
+                                      table_prefix_separator=b".")
     families = connection.table(name).families()
     assert (families[b"all"]["max_versions"], families[b"all"]["time_to_live"]) == (2**31 - 1, 2**31 - 1)
     assert (families[b"ttl"]["max_versions"], families[b"ttl"]["time_to_live"]) == (4, 86400)
@@ -228,6 +229,9 @@ def test_unreachable_server_is_store_unavailable_naming_the_url():
     assert raised.value.url == url and url in str(raised.value) and "cannot connect" in str(raised.value)
     with pytest.raises(StoreUnavailable):
         open_store(url)
+    backend._infos["t"] = TableInfo("t", {"f": GCPolicy()})  # skip the describe call
+    with pytest.raises(StoreUnavailable, match="cannot connect"):
+        backend.table("t").check_and_set(b"r", "f", b"q", None, b"x", NOW_MS)
     backend.close()
     with pytest.raises(StoreError, match="closed"):
         backend.list_tables()
@@ -252,6 +256,11 @@ def test_connections_the_server_dropped_while_idle_are_replaced(tmp_path):
             time.sleep(0.5)  # the gateway closes the pooled connection meanwhile
             backend.table("t").mutate_rows([RowMutation(b"k", [SetCell("f", b"q", b"v", NOW_MS)])])
             assert backend.table("t").read_rows([b"k"])[0].value("f", b"q") == b"v"
+        for i in range(2):  # check_and_set is never sent twice, yet survives a dropped idle connection
+            time.sleep(0.5)
+            assert backend.table("t").check_and_set(b"lease", "f", b"q", None if i == 0 else b"a", b"ab"[i:i + 1],
+                                                    NOW_MS) is True
+        assert backend.table("t").read_rows([b"lease"])[0].value("f", b"q") == b"b"
         backend.close()
 
 
@@ -344,3 +353,29 @@ def test_gateway_command_refuses_a_busy_port(capsys, tmp_path):
         code = main(["gateway", "hbase-thrift", "--store", f"sqlite:///{tmp_path}/x.db", "--port", str(port)])
     assert code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_a_prefix_selects_its_own_tables_only(tmp_path):
+    with HBaseThriftGateway(f"sqlite:///{tmp_path}/prefixes.db", port=0) as gateway:
+        base = f"hbase://127.0.0.1:{gateway.port}?timeout_s=10"
+        plain, tw, tw_a, tw_x = (HBaseBackend(base + suffix) for suffix in
+                                 ("", "&table_prefix=tw", "&table_prefix=tw_a", "&table_prefix=tw.x"))
+        plain.create_table("tw_meta", {"f": GCPolicy()})
+        plain.create_table("tw_a_points", {"f": GCPolicy()})
+        tw.create_table("meta", {"f": GCPolicy()})
+        tw.create_table("points", {"f": GCPolicy()})
+        tw_a.create_table("meta", {"f": GCPolicy()})
+        tw_x.create_table("meta", {"f": GCPolicy()})
+        assert plain.list_tables() == ["tw_a_points", "tw_meta"]
+        assert tw.list_tables() == ["meta", "points"]
+        assert tw_a.list_tables() == ["meta"]
+        assert tw_x.list_tables() == ["meta"]
+        # each store reads and writes its own table of a shared name
+        tw.table("meta").mutate_rows([RowMutation(b"k", [SetCell("f", b"q", b"tw", NOW_MS)])])
+        assert list(tw_a.table("meta").scan()) == [] and list(plain.table("tw_meta").scan()) == []
+        connection = happybase.Connection("127.0.0.1", gateway.port)
+        assert sorted(connection.tables()) == [b"tw.meta", b"tw.points", b"tw.x.meta", b"tw_a.meta", b"tw_a_points",
+                                               b"tw_meta"]
+        connection.close()
+        for backend in (plain, tw, tw_a, tw_x):
+            backend.close()

@@ -14,7 +14,8 @@ T0 = 1_790_000_000 - 1_790_000_000 % 3600
 
 def test_merging_beside_writers_replays_and_another_merger_loses_and_doubles_nothing(tmp_path):
     url = f"sqlite:///{tmp_path}/m.db"
-    writer, merger = open_store(url), open_store(url)
+    writer = open_store(url, retention_s={"points": None})  # T0 is older than the default retention
+    merger = open_store(url)
     writer.merge_on_read = merger.merge_on_read = False
     old = [{"metric": "m", "ts": float(T0 + i), "values": float(i)} for i in range(400)]
     writer.write_points_many(old)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import time
+
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 
 from tablewatch import open_store
 
-T0 = 1_790_000_000.0
+T0 = float(int(time.time()) // 86400 * 86400 - 7 * 86400)  # a day boundary a week ago: inside the default 30-day points retention
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np
@@ -101,3 +104,37 @@ def test_batches_whose_write_returned_survive_sigkill(tmp_path):
     # every acknowledged batch is there whole; a batch in flight is all there or absent
     assert set(acknowledged) <= set(batches.astype(int).tolist())
     assert (counts == 5000).all()
+
+
+CONTENDER = textwrap.dedent("""
+    import sys, time
+    from tablewatch.store.sqlite import SQLiteBackend
+    url, me, start_at = sys.argv[1], sys.argv[2].encode(), float(sys.argv[3])
+    table = SQLiteBackend(url).table("leases")
+    time.sleep(max(0.0, start_at - time.time()))
+    print(table.check_and_set(b"incident-1", "l", b"owner", None, me, 1_790_000_000_000))
+""")
+
+
+def test_check_and_set_from_processes_has_one_winner(tmp_path):
+    from tablewatch.store.sqlite import SQLiteBackend
+    from tablewatch.store.table import GCPolicy
+
+    url = f"sqlite:///{tmp_path}/leases.db"
+    backend = SQLiteBackend(url)
+    backend.create_table("leases", {"l": GCPolicy(max_versions=1)})
+    start_at = time.time() + 1.5  # every process imported and waiting, then all at once
+    contenders = [
+        subprocess.Popen([sys.executable, "-c", CONTENDER, url, f"proc-{i}", str(start_at)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
+    answers = []
+    for contender in contenders:
+        out, err = contender.communicate(timeout=60)
+        assert contender.returncode == 0, err
+        answers.append(out.strip())
+    assert sorted(answers) == ["False", "False", "False", "True"]
+    winner = f"proc-{answers.index('True')}".encode()
+    assert backend.table("leases").read_rows([b"incident-1"])[0].value("l", b"owner") == winner
+    backend.close()

@@ -65,7 +65,7 @@ def test_store_info_and_hotspots(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["points"] == [3600] * 8 and report["skew"] == 1.0
     assert main(["store", "hotspots", "--store", url]) == 0
-    assert "skew (max/mean points per salt bucket): 1.00" in capsys.readouterr().out
+    assert "overall skew: 1.00" in capsys.readouterr().out
 
 
 def test_cli_reports_errors_without_traceback(capsys):

@@ -1,6 +1,7 @@
 """Bad input gets an error of tablewatch's own tree that names the field and
 the bad value, and nothing from a valid earlier batch is lost."""
 
+import time
 from datetime import datetime, timezone
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from tablewatch import TablewatchError, open_store
 from tablewatch.errors import ValidationError, ValidationTypeError
 
-T0 = 1_790_000_000.0
+T0 = float(int(time.time()) // 86400 * 86400 - 7 * 86400)  # a day boundary a week ago: inside the default 30-day points retention
 
 
 @pytest.fixture

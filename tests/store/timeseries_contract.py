@@ -4,6 +4,8 @@ returns a fresh, empty :class:`~tablewatch.store.Store` each call."""
 
 from __future__ import annotations
 
+import time
+
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 from tablewatch import Series, TaskRun, TrainingRun
 from tablewatch.errors import ValidationError
 
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp()
+T0 = float(int(time.time()) // 86400 * 86400 - 7 * 86400)  # a day boundary a week ago: inside the default 30-day points retention
 
 
 class TimeSeriesContract:
