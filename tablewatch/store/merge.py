@@ -48,9 +48,9 @@ def is_merged(qualifier: bytes) -> bool:
 
 
 def needs_merge(qualifiers: Iterable[bytes]) -> bool:
-    """Whether a row with these chunk qualifiers is not one merged chunk already."""
-    qualifiers = list(qualifiers)
-    return len(qualifiers) > 1 or (len(qualifiers) == 1 and not is_merged(qualifiers[0]))
+    """Whether a row with these chunk qualifiers holds more than one chunk (a
+    single chunk, merged or bulk-written, reads as fast as it can already)."""
+    return len(list(qualifiers)) > 1
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def row_points(row: Row, family: str) -> tuple[Points, bool]:
 
 def merge_mutation(row: Row, family: str, points: Points | None = None) -> RowMutation | None:
     """The mutation that repacks a row's chunks into merged chunk(s); None when
-    it is one merged chunk already (or empty). ``points``: the row's points
+    it holds one chunk (or none). ``points``: the row's points
     already decoded (by :func:`row_points`), to spare decoding them again."""
     cells = row.cells.get(family, {})
     if not needs_merge(cells):

@@ -29,7 +29,10 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import orjson
+try:  # the server extra's parser: several times faster on 100k cells
+    from orjson import loads as _loads
+except ImportError:  # a core install
+    from json import loads as _loads
 
 from tablewatch.store.table import Row, RowMutation, SetCell, Table
 
@@ -91,7 +94,7 @@ class TagIndex:
     def find(self, metric: str | None, filters: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
         """(metric, tags) of the series of ``metric`` (any when None) matching ``filters``, unsorted."""
         found: dict[tuple[str, bytes], tuple[str, dict[str, str]]] = {}
-        loads = orjson.loads
+        loads = _loads
         for row in self._candidates(metric, filters):
             for sid, cells in row.cells.get(FAMILY, {}).items():
                 data = loads(cells[0].value)

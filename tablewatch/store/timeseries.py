@@ -558,7 +558,7 @@ class Store:
 
     def merge_closed_buckets(self, now: Any = None) -> int:
         """Repack the chunks of every closed bucket (ended ``merge.CLOSED_AFTER_S``
-        before ``now``) that is not one merged chunk yet; the rows merged.
+        before ``now``) that holds more than one chunk; the rows merged.
         Idempotent and safe beside writers; :meth:`compact` runs it, and reads
         merge the closed buckets they meet."""
         now = now_us() if now is None else to_us(now, "now")

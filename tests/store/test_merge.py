@@ -53,3 +53,17 @@ def test_merging_beside_writers_replays_and_another_merger_loses_and_doubles_not
     assert [len(r.cells["p"]) for r in row] == [1]
     writer.close()
     merger.close()
+
+
+def test_a_training_runs_points_keep_their_family_through_the_fast_path_and_merging(tmp_path):
+    with open_store(f"sqlite:///{tmp_path}/r.db", retention_s={"points": None}) as store:
+        store.merge_on_read = False
+        store.write_points_many([{"metric": "train.loss", "tags": {"run": "r1"}, "ts": float(T0 + i),
+                                  "values": 1.0 / (i + 1), "steps": np.array([i])} for i in range(50)]
+                                + [{"metric": "gpu.util", "tags": {"host": "h"}, "ts": float(T0), "values": 3.0}])
+        rows = {row.key: row for row in store.backend.table("tw_points").scan(keys_only=True)}
+        assert sorted(len(r.cells.get("r", {})) for r in rows.values()) == [0, 50]
+        assert store.merge_closed_buckets() == 1  # the run's 50 chunks; gpu.util is one chunk already
+        assert sorted(len(r.cells.get("r", {})) for r in store.backend.table("tw_points").scan(keys_only=True)) == [0, 1]
+        frame = store.read_points("train.loss", {"run": "r1"})
+        assert frame["step"].tolist() == list(range(50)) and frame["value"].iloc[-1] == 1.0 / 50
