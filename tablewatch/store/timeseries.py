@@ -52,6 +52,7 @@ from tablewatch.store.lru import LRU
 from tablewatch.store.names import Series, series_id, validate_metric, validate_tags
 from tablewatch.store.table import Backend, GCPolicy, RowMutation, SetCell, check_limit
 from tablewatch.store.tagindex import TagIndex, index_rows, series_json
+from tablewatch.store.tagindex import matches as _tags_match  # noqa: F401 - tablewatch.alerts imports it here
 from tablewatch.store.runs import TrainingRun, validate_training_run
 from tablewatch.store.tasks import TaskRun, validate_task_run
 from tablewatch.store.timestamps import now_us, time_range, to_us, to_us_array
