@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test venv system-deps bench evidently-venv clean
+.PHONY: test venv system-deps bench evidently-venv demo clean
 
 test: venv system-deps
 	$(BIN)/python -m pytest -q
@@ -17,6 +17,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[all,dev]'
 	touch $@
+
+# `make demo`: 14 days of demo data in ./tablewatch-demo.db, the example rules
+# evaluated (console, or Slack with $SLACK_*), then the server, the alert runner
+# and the dashboard until Ctrl-C. DEMO_ARGS=--no-serve stops after the alerts.
+demo: venv
+	$(BIN)/tablewatch demo $(DEMO_ARGS)
 
 system-deps:
 	bash scripts/install-system-deps.sh

@@ -20,6 +20,7 @@ SECTIONS = {
     "codec": "bench.codec_bench",
     "alerts": "bench.alerts_bench",
     "dashboard": "bench.dashboard_bench",
+    "scale": "bench.scale_bench",
 }
 
 

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "before auto_vacuum; writers wait meanwhile)")
         sub.set_defaults(handler=handler)
     cli_read.add_commands(commands)
+    from tablewatch import demo
+
+    demo.add_commands(commands, _port)
 
     server = commands.add_parser(
         "server", help="serve the HTTP ingest API (token: $TABLEWATCH_INGEST_TOKEN)",

@@ -66,6 +66,7 @@ from tablewatch.collectors import query_api
 from tablewatch.collectors.predictions import PredictionSketches
 from tablewatch.collectors.push import TOKEN_ENV  # noqa: F401 - re-exported: the server's token variable
 from tablewatch.errors import StoreError, TablewatchError, ValidationError
+from tablewatch.store.lru import LRU
 from tablewatch.store.names import validate_metric, validate_tags
 from tablewatch.store.tasks import validate_task_run
 from tablewatch.store.timestamps import MAX_TS_US, MIN_TS_US, to_us
@@ -82,6 +83,8 @@ COLUMN_FIELDS = frozenset({"metric", "tags", "ts", "values", "steps"})
 PREDICTION_FIELDS = frozenset({"model", "features", "prediction", "ts"})
 #: Pending sketch records kept while the store is down (then the oldest go).
 MAX_PENDING_SKETCHES = 100_000
+#: Series (as sent: metric and tags) the points handler keeps checked, least recently used forgotten.
+SERIES_CACHE_ENTRIES = 262_144
 US_PER_S = 1_000_000
 
 
@@ -193,7 +196,7 @@ class _Ingest:
         self.max_items = max_items
         self.sketches = sketches
         self._pending_sketches: list = []
-        self._series: dict[tuple, tuple[str, dict[str, str], tuple] | ItemError] = {}
+        self._series: LRU[tuple, tuple[str, dict[str, str], tuple] | ItemError] = LRU(SERIES_CACHE_ENTRIES)
 
     # -- probes ---------------------------------------------------------------------
 
@@ -393,15 +396,19 @@ class _Ingest:
             series.append(found)
         ts_us = np.rint(ts_s * US_PER_S).astype(np.int64)
         order = np.argsort(group_of, kind="stable")
-        bounds = np.searchsorted(group_of[order], np.arange(len(series) + 1))
+        bounds = np.searchsorted(group_of[order], np.arange(len(series) + 1)).tolist()
+        # Sorted once by series: each group's columns are slices (views), not copies.
+        sorted_ts, sorted_values = ts_us[order], value_array[order]
+        sorted_steps = step_array[order] if step_array is not None else None
         groups: dict[tuple, _Group] = {}
         for g, (metric, clean_tags, series_key) in enumerate(series):
-            picked = order[bounds[g]:bounds[g + 1]]
+            lo, hi = bounds[g], bounds[g + 1]
+            picked = order[lo:hi]
             group = groups.get(series_key)
             if group is None:  # raw keys differing only in tag order are one series
                 group = groups[series_key] = _Group(metric, clean_tags, step_array is not None)
-                group.indexes, group.ts, group.values = picked, ts_us[picked], value_array[picked]
-                group.steps = step_array[picked] if step_array is not None else None
+                group.indexes, group.ts, group.values = picked, sorted_ts[lo:hi], sorted_values[lo:hi]
+                group.steps = sorted_steps[lo:hi] if sorted_steps is not None else None
             else:
                 group.indexes = np.r_[group.indexes, picked]
                 group.ts, group.values = np.r_[group.ts, ts_us[picked]], np.r_[group.values, value_array[picked]]
@@ -428,8 +435,8 @@ class _Ingest:
                 found = (clean_metric, clean_tags, (clean_metric, tuple(clean_tags.items())))
             except ValidationError as e:
                 found = ItemError.of(e)
-            if key is not None and len(self._series) < 100_000:
-                self._series[key] = found
+            if key is not None:
+                self._series.put(key, found)
         if isinstance(found, ItemError):
             raise found
         return found

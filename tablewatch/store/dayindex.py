@@ -13,13 +13,17 @@ hot write load and are keyed by name rather than salted.
 from __future__ import annotations
 
 import struct
-import threading
 from collections.abc import Iterable
 
 from tablewatch.store.keys import DAY_S, DAY_US
+from tablewatch.store.lru import LRU
 from tablewatch.store.table import Row, RowMutation, SetCell, Table
 
 _DAY = struct.Struct(">I")
+#: How many (entity, day) pairs a process remembers as indexed: enough for
+#: 100k series across a day boundary; the least recently written are forgotten
+#: (and merely written again), so a long-running process stays bounded.
+KNOWN_DAYS = 524_288
 
 
 def days_in(row: Row, family: str) -> list[int]:
@@ -33,13 +37,13 @@ def overlaps(day: int, start_us: int, end_us: int) -> bool:
 
 
 class DayIndex:
-    """Index rows of one table, and the days this process already recorded
-    (so a day is written once per process, not once per batch). Thread-safe."""
+    """Index rows of one table, and the days this process recently recorded
+    (so a day is written about once per process, not once per batch; at most
+    ``max_known`` are remembered). Thread-safe."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, max_known: int | None = None) -> None:
         self.table = table
-        self._known: set[tuple[bytes, int]] = set()
-        self._lock = threading.Lock()
+        self._known: LRU[tuple[bytes, int], bool] = LRU(max_known or KNOWN_DAYS)
 
     def mutations(
         self, row_key: bytes, meta: bytes, entity: bytes, days: Iterable[int], family: str
@@ -47,7 +51,7 @@ class DayIndex:
         """The index writes for ``days`` of ``entity`` not yet recorded: the
         row's ``meta`` cell (``meta`` family, qualifier ``json``) and one day cell
         each. Apply them before the data, then call :meth:`remember`."""
-        new_days = sorted({d for d in days if (entity, d) not in self._known})
+        new_days = sorted({d for d in days if not self.is_known(entity, d)})
         if not new_days:
             return []
         cells = [SetCell("meta", b"json", meta, 0)]
@@ -56,8 +60,12 @@ class DayIndex:
 
     def remember(self, entity: bytes, days: Iterable[int]) -> None:
         """Record that these days of ``entity`` are in the index (after the write)."""
-        with self._lock:
-            self._known.update((entity, d) for d in days)
+        for d in days:
+            self._known.put((entity, d), True)
+
+    def is_known(self, entity: bytes, day: int) -> bool:
+        """Whether this process recently recorded ``day`` of ``entity``."""
+        return self._known.get((entity, day)) is not None
 
     def days(self, row_key: bytes, family: str) -> list[int]:
         """The days the index row ``row_key`` records in ``family``."""

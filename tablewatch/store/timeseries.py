@@ -43,13 +43,16 @@ from tablewatch.errors import (
     ValidationError,
     ValidationTypeError,
 )
-from tablewatch.store import chunks, sketches
+from tablewatch.store import chunks, merge, pointbatch, sketches
 from tablewatch.store.backends import open_backend
 from tablewatch.store.downsample import aggregate, minmax_indices
 from tablewatch.store.dayindex import DayIndex, days_in, overlaps
 from tablewatch.store.keys import DAY_US, US_PER_S, KeyCodec, day_of, task_id
+from tablewatch.store.lru import LRU
 from tablewatch.store.names import Series, series_id, validate_metric, validate_tags
 from tablewatch.store.table import Backend, GCPolicy, RowMutation, SetCell, check_limit
+from tablewatch.store.tagindex import TagIndex, index_rows, series_json
+from tablewatch.store.tagindex import matches as _tags_match  # noqa: F401 - tablewatch.alerts imports it here
 from tablewatch.store.runs import TrainingRun, validate_training_run
 from tablewatch.store.tasks import TaskRun, validate_task_run
 from tablewatch.store.timestamps import now_us, time_range, to_us, to_us_array
@@ -101,6 +104,8 @@ RETENTION_FAMILIES: Mapping[str, tuple[tuple[str, str], ...]] = {
     "runs": (("tw_runs", "run"), ("tw_series", "run_days")),
     "sketches": (("tw_sketches", "s"), ("tw_sketches", "days")),
 }
+#: Series a process keeps resolved (name and tags -> id), least recently used forgotten.
+SERIES_CACHE_ENTRIES = 262_144
 
 
 @dataclass(frozen=True)
@@ -181,7 +186,12 @@ class Store:
         self._runs = backend.table(RUNS)
         self._sketches = sketches.SketchTable(backend.table(SKETCHES), self.codec)
         self._days = DayIndex(self._index)
-        self._series_cache: dict[tuple, tuple[str, dict[str, str], bytes]] = {}
+        self._series_cache: LRU[tuple, tuple[str, dict[str, str], bytes]] = LRU(SERIES_CACHE_ENTRIES)
+        self._tag_index = TagIndex(self._index, backend.table(META))
+        if not self._tag_index.is_complete():
+            self._tag_index.backfill()  # a store written before the tag index: once
+        #: Whether a read merges the closed buckets it finds unmerged (see merge.py).
+        self.merge_on_read = True
         self._load_retention()
 
     def _load_retention(self) -> None:
@@ -271,8 +281,25 @@ class Store:
         metric = validate_metric(metric)
         clean = validate_tags(tags)
         found = (metric, clean, series_id(metric, clean))
-        if key is not None and len(self._series_cache) < 100_000:
-            self._series_cache[key] = found
+        if key is not None:
+            self._series_cache.put(key, found)
+        return found
+
+    def _resolve_or_none(self, metric: Any, tags: Any) -> tuple[str, dict[str, str], bytes] | None:
+        """The series, or None when metric or tags are invalid (the caller's
+        batch-by-batch path names the error). Cached by tags in given order."""
+        try:
+            key = (metric, tuple(tags.items()) if type(tags) is dict else tags)
+            found = self._series_cache.get(key)
+        except TypeError:
+            return None
+        if found is None:
+            try:
+                clean_metric, clean_tags = validate_metric(metric), validate_tags(tags)
+            except ValidationError:
+                return None
+            found = (clean_metric, clean_tags, series_id(clean_metric, clean_tags))
+            self._series_cache.put(key, found)
         return found
 
     def _points_family(self, metric: str, tags: Mapping[str, str]) -> str:
@@ -290,13 +317,14 @@ class Store:
         items, ``True`` matches any value (the tag is present). Sorted by metric
         then tags."""
         filters = {**(tags or {}), **tag_filters}
-        prefix = b"s" if metric is None else b"s" + validate_metric(metric).encode() + b"\x00"
-        found = []
-        for row in self._index.scan(prefix=prefix, columns=[("meta", b"json")]):
-            data = json.loads(row.value("meta", b"json"))
-            if _tags_match(data["tags"], filters):
-                found.append(Series(data["metric"], data["tags"]))
-        return sorted(found, key=lambda s: (s.metric, sorted(s.tags.items())))
+        if metric is not None:
+            metric = validate_metric(metric)
+        with pointbatch.gc_paused():  # a few acyclic objects per series found
+            found = self._tag_index.find(metric, filters)  # see tablewatch.store.tagindex
+            # One string per series orders as (metric, sorted tag items) would: the
+            # separators sort below every character a name or tag may hold (stored tags are sorted).
+            found.sort(key=lambda s: s[0] + "\x00" + "\x00".join(f"{k}\x01{v}" for k, v in s[1].items()))
+            return [Series(m, t) for m, t in found]
 
     def _check_series_exists(self, metric: str, tags: Mapping[str, str] | None) -> None:
         """Raise :class:`SeriesNotFound` when no series is ``metric`` with exactly
@@ -345,7 +373,17 @@ class Store:
         (``metric``, ``tags``, ``ts``, ``values``, optional ``steps``). Every
         batch is checked before any is written; an error names the batch, as in
         ``batches[3].values[0]``.
+
+        Batches of numpy arrays (or numbers) are checked and packed a column at
+        a time (see :mod:`tablewatch.store.pointbatch`): 100k series of one point
+        cost per-point, not per-series, work. Anything else is checked batch by
+        batch, with the same result.
         """
+        batches = batches if isinstance(batches, list) else list(batches)
+        with pointbatch.gc_paused():
+            columns = pointbatch.columns_of(batches, self._resolve_or_none, _float_array, _step_array, allow_inf)
+            if columns is not None:
+                return self._write_columns(columns)
         prepared = []
         for i, batch in enumerate(batches):
             try:
@@ -398,9 +436,49 @@ class Store:
                 cells.append(SetCell(family, qualifier, value, int(ts_us[stop - 1]) // 1000))
             rows.append(RowMutation(self.codec.point_key(sid, int(buckets[lo])), cells))
         days = set(np.unique(ts_us // DAY_US).tolist())
-        meta = json.dumps({"metric": metric, "tags": clean_tags}).encode()
+        meta = series_json(metric, clean_tags)
         index = self._days.mutations(self._series_row_key(metric, sid), meta, sid, days, POINT_DAYS)
+        if index:  # new to this process: (re)write the series' tag index rows too
+            index += index_rows(metric, clean_tags, sid, meta)
         return rows, index, sid, days, len(ts_us)
+
+    def _write_columns(self, columns: pointbatch.PointColumns) -> int:
+        """Write the points of many series checked as columns: index rows of the
+        (series, day) pairs new to this process, then one chunk per (batch, bucket)."""
+        if len(columns.ts_us) == 0:
+            return 0
+        cells = pointbatch.chunk_cells(columns, self.codec)
+        new_days: dict[int, list[int]] = {}
+        is_known = self._days.is_known
+        series = columns.series
+        for b, day in pointbatch.batch_days(cells):
+            if not is_known(series[b][2], day):
+                new_days.setdefault(b, []).append(day)
+        index: list[RowMutation] = []
+        for b, days in new_days.items():
+            metric, tags, sid = series[b]
+            meta = series_json(metric, tags)
+            index += self._days.mutations(self._series_row_key(metric, sid), meta, sid, days, POINT_DAYS)
+            index += index_rows(metric, tags, sid, meta)
+        # Each series' family (``r`` for a training run's, else ``p``), per chunk.
+        by_batch = [self._points_family(metric, tags) for metric, tags, _ in series]
+        families = [by_batch[b] for b in cells.batch.tolist()]
+        if len(set(cells.keys)) == len(cells.keys):  # one chunk per row: the common case of many series
+            # In key order: the embedded store's B-tree then inserts with locality (several times faster).
+            points = [RowMutation(cells.keys[i], [SetCell(families[i], cells.qualifiers[i], cells.values[i],
+                                                          cells.timestamps_ms[i])]) for i in cells.key_order]
+        else:
+            rows: dict[bytes, list] = {}
+            for key, family, qualifier, value, timestamp_ms in zip(cells.keys, families, cells.qualifiers,
+                                                                    cells.values, cells.timestamps_ms):
+                rows.setdefault(key, []).append(SetCell(family, qualifier, value, timestamp_ms))
+            points = [RowMutation(key, rows[key]) for key in sorted(rows)]
+        if index:  # index first: a reader never misses written points
+            self._index.mutate_rows(sorted(_merge_rows(index), key=lambda row: row.key))
+        self._points.mutate_rows(points)
+        for b, days in new_days.items():
+            self._days.remember(series[b][2], days)
+        return len(columns.ts_us)
 
     def _write_batches(self, prepared: list[tuple[list[RowMutation], list[RowMutation], bytes, set[int], int]]) -> int:
         rows = [row for batch in prepared for row in batch[0]]
@@ -448,22 +526,27 @@ class Store:
             start_us = max(start_us, now_us() - self._points_max_age_us)
         days = self._days.days(self._series_row_key(metric, sid), POINT_DAYS)
         keys = self.codec.point_keys_on_days(sid, days, start_us, end_us)
-        found = []
-        for row in self._points.read_rows(keys, columns=self._point_families):
-            for family in row.cells.values():
-                found.extend((qualifier, cells[0].value) for qualifier, cells in family.items())
-        # Rows come back in salt order; qualifiers start with the chunk's first
-        # timestamp, so sorting by them restores time order without sorting points.
-        found.sort(key=lambda chunk: chunk[0])
-        parts = [chunks.decode(value) for _, value in found]
+        rows = self._points.read_rows(keys, columns=self._point_families)
+        # Rows come back in salt order: sorting by key within a series is time order.
+        rows.sort(key=lambda row: row.key[1:])
+        parts = []
+        closed_before = self.codec.bucket_of(now_us() - merge.CLOSED_AFTER_S * US_PER_S)
+        to_merge = []
+        for row in rows:
+            for family in row.cells:
+                points, _ = merge.row_points(row, family)  # see tablewatch.store.merge
+                parts.append(points)
+                if self.merge_on_read and self.codec.decode_point_key(row.key)[2] < closed_before \
+                        and merge.needs_merge(row.cells[family]):
+                    to_merge.append((row, family, points))
+        if to_merge:
+            self._merge_rows_read(to_merge)
         if not parts:
             empty = np.array([], dtype=np.int64)
             return empty, np.array([], dtype=np.float64), empty.copy()
-        ts = np.concatenate([p[0] for p in parts])
-        values = np.concatenate([p[1] for p in parts])
-        steps = np.concatenate(
-            [p[2] if p[2] is not None else np.full(len(p[0]), chunks.NO_STEP, dtype=np.int64) for p in parts]
-        )
+        ts = np.concatenate([p.ts for p in parts])
+        values = np.concatenate([p.values for p in parts])
+        steps = np.concatenate([p.steps for p in parts])
         if len(ts) > 1 and not (ts[1:] >= ts[:-1]).all():
             order = np.argsort(ts, kind="stable")
             ts, values, steps = ts[order], values[order], steps[order]
@@ -471,6 +554,42 @@ class Store:
         if lo > 0 or hi < len(ts):
             ts, values, steps = ts[lo:hi], values[lo:hi], steps[lo:hi]
         return ts, values, steps
+
+    # -- merging closed buckets (see tablewatch.store.merge) -------------------------------
+
+    def merge_closed_buckets(self, now: Any = None) -> int:
+        """Repack the chunks of every closed bucket (ended ``merge.CLOSED_AFTER_S``
+        before ``now``) that holds more than one chunk; the rows merged.
+        Idempotent and safe beside writers; :meth:`compact` runs it, and reads
+        merge the closed buckets they meet."""
+        now = now_us() if now is None else to_us(now, "now")
+        closed_before = self.codec.bucket_of(now - merge.CLOSED_AFTER_S * US_PER_S)
+        keys = [
+            row.key for row in self._points.scan(columns=self._point_families, keys_only=True)  # qualifiers only
+            if self.codec.decode_point_key(row.key)[2] < closed_before
+            and any(merge.needs_merge(cells) for cells in row.cells.values())
+        ]
+        merged = 0
+        for start in range(0, len(keys), merge.ROWS_PER_PASS):
+            rows = self._points.read_rows(keys[start:start + merge.ROWS_PER_PASS], columns=self._point_families)
+            merged += self._merge_rows_read([(row, family, None) for row in rows for family in row.cells], quiet=False)
+        return merged
+
+    def _merge_rows_read(self, rows: list[tuple[Any, str, merge.Points | None]], quiet: bool = True) -> int:
+        """Write the merges of (row, family) pairs just read, each with its points
+        when already decoded; a reader (``quiet``) never fails because its merge
+        could not be written: the next read tries again."""
+        mutations = [m for m in (merge.merge_mutation(row, family, points) for row, family, points in rows)
+                     if m is not None]
+        if not mutations:
+            return 0
+        try:
+            self._points.mutate_rows(mutations)
+        except StoreError:
+            if not quiet:
+                raise
+            return 0
+        return len(mutations)
 
     def aggregate(
         self, metric: str, tags: Mapping[str, str] | None = None, start: Any = None, end: Any = None, *, every: float = 3600.0
@@ -609,6 +728,7 @@ class Store:
     def compact(self) -> int:
         """Remove expired cells from every table (the embedded backend needs
         this; Bigtable and HBase collect garbage on their own). Cells removed."""
+        self.merge_closed_buckets()
         return sum(self.backend.table(name).compact() for name in TABLES)
 
     # -- retention -------------------------------------------------------------------------
@@ -828,20 +948,6 @@ def _merge_rows(rows: list[RowMutation]) -> list[RowMutation]:
     for row in rows:
         merged[row.key].extend(row.mutations)
     return [RowMutation(k, m) for k, m in merged.items()]
-
-
-def _tags_match(tags: Mapping[str, str], filters: Mapping[str, Any]) -> bool:
-    for key, wanted in filters.items():
-        value = tags.get(key)
-        if wanted is True:
-            if value is None:
-                return False
-        elif isinstance(wanted, (list, tuple, set, frozenset)):
-            if value not in wanted:
-                return False
-        elif value != wanted:
-            return False
-    return True
 
 
 def _float_array(values: Any, field: str, allow_inf: bool) -> np.ndarray:

@@ -189,6 +189,100 @@ class TimeSeriesContract:
             store.write_points_many([batches[0], {"metric": "m", "ts": [T0], "values": ["x"]}])
         assert raised.value.field == "batches[1].values[0]"
 
+    def test_write_points_many_columns_match_series_by_series(self, store):
+        # One point each to many series (the column-at-a-time path), a batch
+        # spanning buckets out of order, steps on some batches only, one
+        # series twice: read back exactly as writing them one by one would.
+        batches = [{"metric": "serve.requests", "tags": {"pod": f"p{i}", "route": "/a" if i % 2 else "/b"},
+                    "ts": np.array([int((T0 + i) * 1e6)]).astype("datetime64[us]"), "values": np.array([float(i)])}
+                   for i in range(300)]
+        batches.append({"metric": "train.loss", "tags": {"run": "r"}, "ts": T0 + np.array([7200.0, 5.0, 3600.0]),
+                        "values": np.array([3.0, 1.0, 2.0]), "steps": np.array([30, 10, 20])})
+        batches.append({"metric": "serve.requests", "tags": {"route": "/a", "pod": "p1"}, "ts": T0 + 50.0,
+                        "values": 9.0})
+        assert store.write_points_many(batches) == 300 + 3 + 1
+        assert store.read_points("serve.requests", {"pod": "p1", "route": "/a"})["value"].tolist() == [1.0, 9.0]
+        assert store.read_points("serve.requests", {"pod": "p299", "route": "/a"})["value"].tolist() == [299.0]
+        loss = store.read_points("train.loss", {"run": "r"})
+        assert loss["value"].tolist() == [1.0, 2.0, 3.0] and loss["step"].tolist() == [10, 20, 30]
+        assert store.read_points("serve.requests", {"pod": "p2", "route": "/b"})["step"].isna().all()
+        assert store.write_points_many(batches) == 304  # a replay stores nothing twice
+        assert store.write_points_many([{"metric": "empty", "ts": np.array([]), "values": np.array([])}]) == 0
+        assert len(store.read_points("serve.requests", {"pod": "p1", "route": "/a"})) == 2
+        assert len(store.find_series("serve.requests", route="/a")) == 150
+        bad = [*batches[:5], {"metric": "m", "ts": np.array([T0]), "values": np.array([float("inf")])}]
+        with pytest.raises(ValidationError) as raised:
+            store.write_points_many(bad)
+        assert raised.value.field == "batches[5].values[0]"
+        with pytest.raises(ValidationError) as raised:
+            store.write_points_many([*batches[:3], {"metric": "new.metric", "tags": {"x": ""}, "ts": T0, "values": 1.0}])
+        assert raised.value.field == "batches[3].tags['x']"
+        assert store.find_series("new.metric") == [] and store.find_series("m") == []  # nothing of a bad call
+
+    def test_closed_buckets_are_merged_and_replays_are_harmless(self, store):
+        # A Collector flushing every 4 s: one small chunk per point, two hours.
+        ts = T0 + np.arange(0, 7200, 4.0)
+        values = np.round(np.sin(ts / 100), 3)
+        batches = [{"metric": "gpu.util", "tags": {"host": "h"}, "ts": ts[i:i + 1], "values": values[i:i + 1]}
+                   for i in range(1800)]
+        store.merge_on_read = False
+        for start in range(0, 1800, 600):
+            store.write_points_many(batches[start:start + 600])
+        before = store.read_arrays("gpu.util", {"host": "h"})
+        assert len(before[0]) == 1800 and _cells(store) == 1800
+        assert store.merge_closed_buckets() == 2
+        assert _cells(store) == 2  # one merged chunk per hourly row
+        after = store.read_arrays("gpu.util", {"host": "h"})
+        np.testing.assert_array_equal(after[0], before[0])
+        np.testing.assert_array_equal(after[1], before[1])
+        assert store.merge_closed_buckets() == 0  # idempotent
+        store.write_points_many(batches[100:200])  # the spool replays old batches after the merge
+        store.write_points("gpu.util", {"host": "h"}, [T0 + 0.5], [42.0])  # a late point
+        again = store.read_arrays("gpu.util", {"host": "h"})
+        assert len(again[0]) == 1801 and 42.0 in again[1]
+        assert store.merge_closed_buckets() == 1 and _cells(store) == 2
+        window = store.read_points("gpu.util", {"host": "h"}, start=T0 + 3600, end=T0 + 3610)
+        assert window["value"].tolist() == values[900:903].tolist()
+        assert sum(store.hotspots()["points"]) == 1801
+
+    def test_reads_merge_closed_buckets_but_not_the_open_one(self, store):
+        now = datetime.now(timezone.utc).timestamp()
+        old = [{"metric": "m", "ts": T0 + i, "values": float(i)} for i in range(10)]
+        current = [{"metric": "m", "ts": now - 1 + i / 10, "values": float(i)} for i in range(5)]
+        store.write_points_many(old + current)
+        assert _cells(store) == 15
+        assert len(store.read_points("m")) == 15
+        assert _cells(store) == 1 + 5  # the old bucket merged by the read; the open one left as written
+        assert store.read_points("m")["value"].tolist()[:10] == [float(i) for i in range(10)]
+
+    def test_tag_index_finds_series_of_a_store_written_before_it(self, store):
+        from tablewatch.store import Store
+        from tablewatch.store.table import DeleteRow, RowMutation
+        from tablewatch.store.tagindex import MARKER_ROW, NAME_PREFIX, TAG_PREFIX
+
+        for i in range(40):
+            store.write_points("serve.latency_s", {"model": f"m{i % 4}", "pod": f"p{i}"}, [T0 + 86400 * (i % 3)], [1.0])
+        store.write_points("train.loss", {"model": "m1"}, [T0], [1.0])
+        store.write_points("untagged", None, [T0], [1.0])
+        expected = store.find_series("serve.latency_s", model="m1")
+        assert len(expected) == 10 and all(s.tags["model"] == "m1" for s in expected)
+        assert [s.metric for s in store.find_series(model="m1")] == ["serve.latency_s"] * 10 + ["train.loss"]
+        assert len(store.find_series("serve.latency_s", model=["m1", "m2"], pod=True)) == 20
+        assert store.find_series("serve.latency_s", model="m1", pod="p5") == [
+            Series("serve.latency_s", {"model": "m1", "pod": "p5"})]
+        assert store.find_series("untagged") == [Series("untagged", {})]
+        assert store.find_series("serve.latency_s", model=5) == []  # tag values are strings
+        assert len(store.find_series()) == 42
+        # An existing store from before the index: its index rows and marker gone.
+        index = store.backend.table("tw_series")
+        stale = [row.key for prefix in (NAME_PREFIX, TAG_PREFIX) for row in index.scan(prefix=prefix, keys_only=True)]
+        index.mutate_rows([RowMutation(key, [DeleteRow()]) for key in stale])
+        store.backend.table("tw_meta").mutate_rows([RowMutation(MARKER_ROW, [DeleteRow()])])
+        assert store.find_series("serve.latency_s", model="m1") == []
+        reopened = Store(store.backend)  # backfills on open
+        assert reopened.find_series("serve.latency_s", model="m1") == expected
+        assert len(reopened.find_series()) == 42
+
     def test_sketches_of_several_writers_merge_on_read(self, store):
         from tablewatch.store.sketches import DistributionSketch, SketchRecord
 
@@ -230,3 +324,8 @@ class TimeSeriesContract:
         assert [r.run_id for r in store.read_task_runs("p")] == ["new"]
         store.compact()
         assert store.read_points("m", {})["value"].tolist() == [2.0]
+
+
+def _cells(store) -> int:
+    """Chunks (cells) in the points table."""
+    return sum(len(row.cells.get("p", {})) for row in store.backend.table("tw_points").scan(keys_only=True))

@@ -1,0 +1,40 @@
+"""Caches of long-running processes stay bounded (tablewatch.store.lru)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tablewatch.store import open_store, timeseries
+from tablewatch.store.dayindex import DayIndex
+from tablewatch.store.lru import LRU
+
+T0 = 1_790_000_000
+
+
+def test_lru_keeps_what_is_used_and_forgets_the_rest():
+    cache: LRU[int, str] = LRU(100)
+    for i in range(1000):
+        cache.put(i, str(i))
+        assert cache.get(0) == "0"  # used all along: never forgotten
+        assert len(cache) <= 100
+    assert cache.get(1) is None and cache.get(999) == "999"
+    assert 0 in cache and 5 not in cache
+    with pytest.raises(ValueError, match="max_entries"):
+        LRU(1)
+
+
+def test_day_index_and_series_cache_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(timeseries, "SERIES_CACHE_ENTRIES", 50)
+    monkeypatch.setattr("tablewatch.store.dayindex.KNOWN_DAYS", 60)
+    with open_store(f"sqlite:///{tmp_path}/s.db", retention_s={"points": None}) as store:
+        for start in range(0, 1000, 100):
+            store.write_points_many([{"metric": "m", "tags": {"pod": f"p{i}"}, "ts": np.array([float(T0)]),
+                                      "values": np.array([1.0])} for i in range(start, start + 100)])
+        assert len(store._series_cache) <= 50 and len(store._days._known) <= 60
+        assert len(store.find_series("m")) == 1000
+        # Forgotten days are merely written again: a replay still reads back once.
+        store.write_points("m", {"pod": "p1"}, [T0], [1.0])
+        assert len(store.read_points("m", {"pod": "p1"})) == 1
+    index = DayIndex(store.backend.table("tw_series"), max_known=10)
+    assert index._known.max_entries == 10
