@@ -15,7 +15,7 @@ from tablewatch import open_store
 from tablewatch.collectors.server import create_app, serve_in_thread
 
 TOKEN = "read-token"
-B = int(time.time()) // 3600 * 3600 - 3 * 3600  # a whole hour, 3 hours ago
+B = int(time.time()) // 3600 * 3600 - 2 * 3600  # a whole hour, 2 to 3 hours ago: inside "4h-ago" for an hour
 METRIC = "sys.cpu.user"
 
 
