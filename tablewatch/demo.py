@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tablewatch.extras import install_hint
+
 DAY_S = 86_400
 HOUR_S = 3_600
 DEMO_DAYS = 14
@@ -472,11 +474,13 @@ def services(store_url: str, rules: str, server_port: int, dashboard_port: int) 
 
 
 def _has_dashboard() -> bool:
+    """Whether the dashboard and its extra (Streamlit, Plotly) are installed."""
     import importlib.util
 
     try:
-        return importlib.util.find_spec("tablewatch.dashboard.command") is not None
-    except ModuleNotFoundError:
+        return all(importlib.util.find_spec(name) is not None
+                   for name in ("tablewatch.dashboard.command", "streamlit", "plotly"))
+    except (ModuleNotFoundError, ValueError):
         return False
 
 
@@ -523,7 +527,7 @@ def serve(store_url: str, rules: str, server_port: int, dashboard_port: int, sto
             print(f"              {dashboard}/training?model={MODEL}                           twelve runs, curves")
             print(f"              {dashboard}/alerts                                           what fired, and why")
         else:
-            print("  dashboard   (not installed in this version: tablewatch.dashboard is missing)")
+            print(f"  dashboard   (not installed: {install_hint('dashboard')})")
         print(f"  server      {server}   ingest, reads, Slack buttons (POST /slack/actions)")
         print(f"              curl '{server}/api/v1/series?metric=task.duration_s'")
         print(f"  alerts      `tablewatch alerts status --store {store_url}`  (the runner ticks every 60 s)")
