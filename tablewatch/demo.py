@@ -497,6 +497,16 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 60.0) 
     return False
 
 
+def service_environment(store_url: str, rules: str) -> dict[str, str]:
+    """The services' environment, and so their actions' (Retrain runs
+    examples/retrain.py): this Python first on PATH (an action's ``python``
+    has tablewatch), the demo's store as $TABLEWATCH_STORE, and the rules
+    file's folder as $TABLEWATCH_RULES_DIR."""
+    path = os.environ.get("PATH", "")
+    return {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), *filter(None, [path])]),
+            "TABLEWATCH_STORE": store_url, "TABLEWATCH_RULES_DIR": str(Path(rules).resolve().parent)}
+
+
 def serve(store_url: str, rules: str, server_port: int, dashboard_port: int, stop: Any = None) -> int:
     """Start the server, the alert runner and the dashboard; stop them all on
     Ctrl-C (or when ``stop``, a threading.Event, is set)."""
@@ -508,10 +518,11 @@ def serve(store_url: str, rules: str, server_port: int, dashboard_port: int, sto
         interrupted = True
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    env = service_environment(store_url, rules)
     try:
         for service in services(store_url, rules, server_port, dashboard_port):
             # their own process group: Ctrl-C reaches the demo, which stops them in order
-            started.append((service, subprocess.Popen(service.command, start_new_session=True)))
+            started.append((service, subprocess.Popen(service.command, start_new_session=True, env=env)))
         for service, process in started:
             if service.health_url and not _wait_healthy(service.health_url, process):
                 print(f"tablewatch demo: {service.name} did not become healthy ({' '.join(service.command)})",
