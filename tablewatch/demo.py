@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tablewatch.extras import install_hint
+
 DAY_S = 86_400
 HOUR_S = 3_600
 DEMO_DAYS = 14
@@ -472,11 +474,13 @@ def services(store_url: str, rules: str, server_port: int, dashboard_port: int) 
 
 
 def _has_dashboard() -> bool:
+    """Whether the dashboard and its extra (Streamlit, Plotly) are installed."""
     import importlib.util
 
     try:
-        return importlib.util.find_spec("tablewatch.dashboard.command") is not None
-    except ModuleNotFoundError:
+        return all(importlib.util.find_spec(name) is not None
+                   for name in ("tablewatch.dashboard.command", "streamlit", "plotly"))
+    except (ModuleNotFoundError, ValueError):
         return False
 
 
@@ -493,6 +497,16 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 60.0) 
     return False
 
 
+def service_environment(store_url: str, rules: str) -> dict[str, str]:
+    """The services' environment, and so their actions' (Retrain runs
+    examples/retrain.py): this Python first on PATH (an action's ``python``
+    has tablewatch), the demo's store as $TABLEWATCH_STORE, and the rules
+    file's folder as $TABLEWATCH_RULES_DIR."""
+    path = os.environ.get("PATH", "")
+    return {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), *filter(None, [path])]),
+            "TABLEWATCH_STORE": store_url, "TABLEWATCH_RULES_DIR": str(Path(rules).resolve().parent)}
+
+
 def serve(store_url: str, rules: str, server_port: int, dashboard_port: int, stop: Any = None) -> int:
     """Start the server, the alert runner and the dashboard; stop them all on
     Ctrl-C (or when ``stop``, a threading.Event, is set)."""
@@ -504,10 +518,11 @@ def serve(store_url: str, rules: str, server_port: int, dashboard_port: int, sto
         interrupted = True
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    env = service_environment(store_url, rules)
     try:
         for service in services(store_url, rules, server_port, dashboard_port):
             # their own process group: Ctrl-C reaches the demo, which stops them in order
-            started.append((service, subprocess.Popen(service.command, start_new_session=True)))
+            started.append((service, subprocess.Popen(service.command, start_new_session=True, env=env)))
         for service, process in started:
             if service.health_url and not _wait_healthy(service.health_url, process):
                 print(f"tablewatch demo: {service.name} did not become healthy ({' '.join(service.command)})",
@@ -523,7 +538,7 @@ def serve(store_url: str, rules: str, server_port: int, dashboard_port: int, sto
             print(f"              {dashboard}/training?model={MODEL}                           twelve runs, curves")
             print(f"              {dashboard}/alerts                                           what fired, and why")
         else:
-            print("  dashboard   (not installed in this version: tablewatch.dashboard is missing)")
+            print(f"  dashboard   (not installed: {install_hint('dashboard')})")
         print(f"  server      {server}   ingest, reads, Slack buttons (POST /slack/actions)")
         print(f"              curl '{server}/api/v1/series?metric=task.duration_s'")
         print(f"  alerts      `tablewatch alerts status --store {store_url}`  (the runner ticks every 60 s)")

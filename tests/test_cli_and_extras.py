@@ -228,3 +228,75 @@ def test_the_core_install_logs_and_reads_without_any_extra(tmp_path):
     done = run_python(CORE_ONLY, optional, f"sqlite:///{tmp_path}/core.db")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1000"
+
+
+MISSING_ALERTS_OR_DASHBOARD = BLOCKED + """
+import contextlib, importlib, io
+from tablewatch.cli import main
+
+for line in sys.stdin.read().splitlines():
+    if not line:
+        continue
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(line.split())
+    except BaseException as e:  # a traceback: the test fails on it
+        code = f"raised {type(e).__name__}: {e}"
+    print(line.split()[0], code, err.getvalue().strip().replace(chr(10), " | "))
+for module in ("tablewatch.dashboard.charts", "tablewatch.dashboard.widgets", "tablewatch.alerts.interactive"):
+    try:
+        importlib.import_module(module)
+        print(module, "no error")
+    except ImportError as e:
+        print(module, type(e).__name__, e)
+"""
+
+
+def test_alerts_notify_and_dashboard_name_their_missing_extra(tmp_path):
+    store = f"sqlite:///{tmp_path}/tw.db"
+    commands = [
+        "alerts check examples/rules.yaml",
+        f"alerts run --rules examples/rules.yaml --once --store {store}",
+        f"notify hello --store {store}",
+        f"dashboard --store {store}",
+    ]
+    blocked = "slack_sdk,pydantic,scipy,croniter,yaml,starlette,streamlit,plotly"
+    done = subprocess.run([sys.executable, "-c", MISSING_ALERTS_OR_DASHBOARD, blocked], input="\n".join(commands),
+                          capture_output=True, text=True, cwd=REPO, timeout=60,
+                          env={**os.environ, "SLACK_WEBHOOK_URL": "http://127.0.0.1:9/hook"})  # notify reaches Slack
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 7, done.stdout
+    for line, extra in zip(lines, ["alerts", "alerts", "alerts", "dashboard"]):
+        assert line.split()[1] == "2", line
+        assert "Traceback" not in line and f"is not installed: pip install 'tablewatch[{extra}]'" in line, line
+    # the modules themselves, with only the dashboard's and the server's libraries missing
+    done = subprocess.run([sys.executable, "-c", MISSING_ALERTS_OR_DASHBOARD, "streamlit,plotly,starlette"],
+                          input="", capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    for line, extra in zip(lines, ["dashboard", "dashboard", "server"], strict=True):
+        assert " MissingDependency " in line and f"pip install 'tablewatch[{extra}]'" in line, line
+
+
+SCIPY_MISSING = BLOCKED + """
+import numpy as np
+from tablewatch.alerts import detectors
+from tablewatch.store.sketches import DistributionSketch
+
+sketches = [DistributionSketch.create() for _ in range(2)]
+for shift, sketch in zip((0, 50), sketches):
+    sketch.numeric.add_many(np.arange(100.0) + shift)
+try:
+    detectors.ks_p_value(*sketches)
+except ImportError as e:
+    print(type(e).__name__, e)
+"""
+
+
+def test_drift_detection_names_the_alerts_extra_without_scipy():
+    done = run_python(SCIPY_MISSING, "scipy")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("MissingDependency drift detection needs 'scipy'"), done.stdout
+    assert "pip install 'tablewatch[alerts]'" in done.stdout

@@ -40,10 +40,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
 from tablewatch.errors import ValidationError
+from tablewatch.extras import require
 from tablewatch.store.sketches import DistributionSketch
 
 #: With more reference values than this, ``auto`` uses distances, not p-values (Evidently's rule).
@@ -54,6 +56,13 @@ DEFAULT_MIN_EFFECT = 0.1
 DEFAULT_DRIFT_SHARE = 0.5
 #: Evidently's floor for empty bins in PSI (a share of 0 would make log(0)).
 EMPTY_BIN_SHARE = 1e-4
+
+
+
+def _scipy(module: str) -> ModuleType:
+    """``scipy.<module>``; without the `alerts` extra, an error that names it."""
+    require("scipy", "alerts", "drift detection")
+    return require(f"scipy.{module}", "alerts", "drift detection")
 
 
 @dataclass(frozen=True)
@@ -207,8 +216,8 @@ def ks_p_value(reference: DistributionSketch, current: DistributionSketch, kind:
     the sketch's bins, so D is the exact gap between the empirical CDFs at
     every bin edge: a lower bound of the raw samples' D, values being placed
     within 1 %."""
-    from scipy.special import kolmogorov
-    from scipy.stats import kstwo
+    kolmogorov = _scipy("special").kolmogorov
+    kstwo = _scipy("stats").kstwo
 
     d = ks_statistic(reference, current)
     n, m = reference.numeric.count, current.numeric.count
@@ -241,7 +250,7 @@ def psi(reference: DistributionSketch, current: DistributionSketch, kind: str = 
 
 def jensen_shannon(reference: DistributionSketch, current: DistributionSketch, kind: str = "numeric") -> float:
     """Jensen-Shannon distance (natural log, as scipy's ``jensenshannon``) over Evidently's bins."""
-    from scipy.spatial import distance
+    distance = _scipy("spatial.distance")
 
     ref, cur = binned_shares(reference, current, kind)
     return float(distance.jensenshannon(ref, cur))
@@ -251,7 +260,7 @@ def chi_square_p_value(reference: DistributionSketch, current: DistributionSketc
     """p-value of the chi-square test of the 2 x K table of both windows' counts
     per category (numbers: per distinct value). Categories empty in both
     windows are dropped; one category in all gives p = 1."""
-    from scipy.stats import chi2_contingency
+    chi2_contingency = _scipy("stats").chi2_contingency
 
     ref, cur = category_counts(reference, current, kind)
     keep = (ref + cur) > 0

@@ -106,8 +106,9 @@ class Engine:
         if last is None:
             return float("-inf")
         if getattr(rule, "cron", None):
-            from croniter import croniter
+            from tablewatch.extras import require
 
+            croniter = require("croniter", "alerts", "a rule's cron schedule").croniter
             start = datetime.fromtimestamp(last, timezone.utc)
             return croniter(rule.cron, start).get_next(float)
         return last + (rule.every or self.every_s)

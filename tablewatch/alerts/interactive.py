@@ -30,13 +30,16 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from tablewatch.extras import require
 
-from tablewatch.alerts.actions import run_action
+require("starlette", "server", "Slack's buttons and /api/v1/notify")
+from starlette.background import BackgroundTask  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import JSONResponse, Response  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+from tablewatch.alerts.actions import run_action  # noqa: E402
 from tablewatch.alerts.delivery import Delivery, new_note
 from tablewatch.alerts.notifications import NOTE_FIELDS, check_note
 from tablewatch.alerts.slack import (ACKNOWLEDGE, BUTTONS, NOPE, RETRAIN, SNOOZE, SNOOZE_S, TRAIN, Message, Notifier,
@@ -67,9 +70,8 @@ class AlertRoutes:
         self.token = token.encode() if token else None
         self.verifier = None
         if signing_secret:
-            from slack_sdk.signature import SignatureVerifier
-
-            self.verifier = SignatureVerifier(signing_secret)
+            verifier = require("slack_sdk.signature", "alerts", "checking Slack's signatures").SignatureVerifier
+            self.verifier = verifier(signing_secret)
 
     def routes(self) -> list[Route]:
         return [Route("/slack/actions", self.slack_actions, methods=["POST"]),

@@ -21,7 +21,7 @@ Anything else is passed through to the store.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,7 @@ class CycleReads:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._series: dict[str | None, list[Series]] = {}
-        self._arrays: dict[tuple, tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._arrays: dict[tuple, tuple[int, int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         self._task_runs: dict[tuple[str, str], tuple[int, int, list[TaskRun]]] = {}
         self._training_runs: dict[str | None, tuple[int, int, list[TrainingRun]]] = {}
         self._memo: dict[tuple, Any] = {}
@@ -57,6 +57,20 @@ class CycleReads:
             self._memo[key] = read()
         return self._memo[key]
 
+    def _covering(self, cache: dict, key: Any, start_us: int, end_us: int,
+                  read: Callable[[float | None, float | None], Any]) -> Any:
+        """What ``read(start, end)`` (epoch seconds) returned for ``key``, read
+        again over the union of the range held and ``[start_us, end_us)`` when
+        the range held does not cover it."""
+        held = cache.get(key)
+        if held is None or start_us < held[0] or end_us > held[1]:
+            low = start_us if held is None else min(start_us, held[0])
+            high = end_us if held is None else max(end_us, held[1])
+            self.store_reads += 1
+            held = (low, high, read(*_seconds(low, high)))
+            cache[key] = held
+        return held[2]
+
     def find_series(self, metric: str | None = None, tags: Mapping[str, Any] | None = None, **tag_filters: Any) -> list[Series]:
         if metric not in self._series:
             self.store_reads += 1
@@ -67,15 +81,8 @@ class CycleReads:
     def read_arrays(self, metric: str, tags: Mapping[str, str] | None = None, start: Any = None,
                     end: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         start_us, end_us = time_range(start, end)
-        key = (metric, _tags_key(tags))
-        held = self._arrays.get(key)
-        if held is None or start_us < held[0] or end_us > held[1]:
-            low = start_us if held is None else min(start_us, held[0])
-            high = end_us if held is None else max(end_us, held[1])
-            self.store_reads += 1
-            held = (low, high, *self.store.read_arrays(metric, tags, *_seconds(low, high)))
-            self._arrays[key] = held
-        _, _, ts, values, steps = held
+        ts, values, steps = self._covering(self._arrays, (metric, _tags_key(tags)), start_us, end_us,
+                                           lambda low, high: self.store.read_arrays(metric, tags, low, high))
         lo, hi = np.searchsorted(ts, [start_us, end_us])
         return ts[lo:hi], values[lo:hi], steps[lo:hi]
 
@@ -102,28 +109,17 @@ class CycleReads:
             runs.sort(key=lambda r: (r.time, r.attempt), reverse=True)
             return runs[:limit] if limit is not None else runs
         start_us, end_us = time_range(start, end)
-        key = (pipeline, task)
-        held = self._task_runs.get(key)
-        if held is None or start_us < held[0] or end_us > held[1]:
-            low = start_us if held is None else min(start_us, held[0])
-            high = end_us if held is None else max(end_us, held[1])
-            self.store_reads += 1
-            held = (low, high, self.store.read_task_runs(pipeline, task, *_seconds(low, high)))
-            self._task_runs[key] = held
-        runs = [r for r in held[2] if start_us <= _us(r.time) < end_us]
+        held = self._covering(self._task_runs, (pipeline, task), start_us, end_us,
+                              lambda low, high: self.store.read_task_runs(pipeline, task, low, high))
+        runs = [r for r in held if start_us <= _us(r.time) < end_us]
         return runs[:limit] if limit is not None else runs
 
     def read_training_runs(self, name: str | None = None, start: Any = None, end: Any = None,
                            limit: int | None = None) -> list[TrainingRun]:
         start_us, end_us = time_range(start, end)
-        held = self._training_runs.get(name)
-        if held is None or start_us < held[0] or end_us > held[1]:
-            low = start_us if held is None else min(start_us, held[0])
-            high = end_us if held is None else max(end_us, held[1])
-            self.store_reads += 1
-            held = (low, high, self.store.read_training_runs(name, *_seconds(low, high)))
-            self._training_runs[name] = held
-        runs = [r for r in held[2] if start_us <= _us(r.started_at) < end_us]
+        held = self._covering(self._training_runs, name, start_us, end_us,
+                              lambda low, high: self.store.read_training_runs(name, low, high))
+        runs = [r for r in held if start_us <= _us(r.started_at) < end_us]
         return runs[:limit] if limit is not None else runs
 
 

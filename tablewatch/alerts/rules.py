@@ -36,11 +36,14 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, field_validator, model_validator
-from pydantic import ValidationError as PydanticValidationError
-
 from tablewatch.errors import RuleError
+from tablewatch.extras import require
+
+# Through require: without the `alerts` extra, the error names it.
+yaml = require("yaml", "alerts", "reading alert rules")
+require("pydantic", "alerts", "reading alert rules")
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, field_validator, model_validator  # noqa: E402
+from pydantic import ValidationError as PydanticValidationError  # noqa: E402
 
 KINDS = ("threshold", "regression", "drift", "absence", "new_data", "task_event")
 SEVERITIES = ("info", "warning", "critical")
@@ -163,8 +166,7 @@ class RuleBase(_Model):
     def _cron(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        from croniter import croniter
-
+        croniter = require("croniter", "alerts", "a rule's cron schedule").croniter
         if len(value.split()) not in (5, 6) or not croniter.is_valid(value):
             raise ValueError(f"must be a cron expression like '0 0 * * 2' (minute hour day month weekday) (got {value!r})")
         return value

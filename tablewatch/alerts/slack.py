@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from types import ModuleType
 from typing import Any, Protocol, TextIO
 
 from tablewatch.errors import TablewatchError
@@ -109,9 +110,18 @@ class _Pacer:
             self._last[channel] = max(now, ready)
 
 
-def _retry_handlers(rate_limit_retries: int) -> list:
-    from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+def _slack_sdk(module: str) -> ModuleType:
+    """``slack_sdk.<module>``; without the `alerts` extra, an error that names it."""
+    from tablewatch.extras import require
 
+    require("slack_sdk", "alerts", "sending to Slack")
+    return require(f"slack_sdk.{module}", "alerts", "sending to Slack")
+
+
+def _retry_handlers(rate_limit_retries: int) -> list:
+    handlers = _slack_sdk("http_retry.builtin_handlers")
+    ConnectionErrorRetryHandler, RateLimitErrorRetryHandler = (
+        handlers.ConnectionErrorRetryHandler, handlers.RateLimitErrorRetryHandler)
     return [ConnectionErrorRetryHandler(max_retry_count=1), RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)]
 
 
@@ -123,8 +133,7 @@ class WebAPINotifier:
 
     def __init__(self, token: str, channel: str, *, base_url: str | None = None,
                  min_interval_s: float = MIN_INTERVAL_S, timeout_s: int = 10, rate_limit_retries: int = 2) -> None:
-        from slack_sdk import WebClient
-
+        WebClient = _slack_sdk("web").WebClient  # noqa: N806 (slack_sdk's class)
         base = (base_url or DEFAULT_API_URL).rstrip("/") + "/"
         self.channel = channel
         self.client = WebClient(token=token, base_url=base, timeout=timeout_s,
@@ -157,8 +166,7 @@ class WebhookNotifier:
 
     def __init__(self, url: str, *, min_interval_s: float = MIN_INTERVAL_S, timeout_s: int = 10,
                  rate_limit_retries: int = 2) -> None:
-        from slack_sdk.webhook import WebhookClient
-
+        WebhookClient = _slack_sdk("webhook").WebhookClient  # noqa: N806 (slack_sdk's class)
         self.channel = None
         self.client = WebhookClient(url, timeout=timeout_s, retry_handlers=_retry_handlers(rate_limit_retries))
         self._pacer = _Pacer(min_interval_s)
@@ -214,8 +222,7 @@ def notifier_from_env(env: Mapping[str, str], *, min_interval_s: float = MIN_INT
 def respond(response_url: str, message: Message, *, replace_original: bool = True, timeout_s: int = 10) -> None:
     """Rewrite the message a button was clicked in, through the click's
     ``response_url`` (works for webhook and bot messages alike)."""
-    from slack_sdk.webhook import WebhookClient
-
+    WebhookClient = _slack_sdk("webhook").WebhookClient  # noqa: N806 (slack_sdk's class)
     try:
         response = WebhookClient(response_url, timeout=timeout_s, retry_handlers=_retry_handlers(1)).send(
             text=message.text, blocks=message.blocks or None, replace_original=replace_original)

@@ -276,12 +276,15 @@ class AlertState:
 
     def incidents(self, start: float | None = None, end: float | None = None, limit: int = 200) -> list[AlertRecord]:
         """Incidents, newest first (by ``active_at``), with ``start <= active_at < end``."""
-        begin = b"incident/"
-        stop = prefix_end(b"incident/")
-        if end is not None:
-            begin = f"incident/{_MAX_MS - int(end * 1000) + 1:013d}".encode()
-        if start is not None:
-            stop = f"incident/{_MAX_MS - int(start * 1000) + 1:013d}".encode()
+        # Keys hold _MAX_MS - active_ms in 13 digits: the range is taken on
+        # active_ms within [0, _MAX_MS], so that no bound spills into 14 digits
+        # (start=0 used to give an empty range).
+        oldest = 0 if start is None else max(0, int(start * 1000))
+        newest = _MAX_MS if end is None else min(_MAX_MS, int(end * 1000) - 1)
+        if newest < oldest:
+            return []
+        begin = f"incident/{_MAX_MS - newest:013d}/".encode()
+        stop = prefix_end(f"incident/{_MAX_MS - oldest:013d}/".encode())
         rows = self._table.scan(begin, stop, limit=limit)
         return self._with_acks([_from_dict(AlertRecord, json.loads(row.value(FAMILY, QUALIFIER))) for row in rows])
 

@@ -10,9 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import streamlit as st
+from tablewatch.extras import require
 
-from tablewatch.dashboard import widgets
+st = require("streamlit", "dashboard", "the dashboard")
+from tablewatch.dashboard import widgets  # noqa: E402
 
 PAGES_DIR = Path(__file__).parent / "views"
 #: (script, title, URL path, icon)

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.colors import qualitative
 
 from tablewatch.dashboard.queries import DistributionComparison
+from tablewatch.extras import require
+
+go = require("plotly.graph_objects", "dashboard", "the dashboard's charts")
+qualitative = require("plotly.colors", "dashboard", "the dashboard's charts").qualitative
 
 PALETTE = qualitative.Plotly
 STATUS_COLOURS = {"success": "#2ca02c", "retry": "#ff7f0e", "failure": "#d62728", "running": "#1f77b4",

@@ -425,13 +425,6 @@ def serving_stats(store: Store, model: str, route: str | None, start: float, end
 # start/end set to its current window, so this page shows the alert's score.
 
 
-def _sketch_windows(store: Store, model: str, feature: str, start: Any, end: Any) -> list[tuple[datetime, DistributionSketch]]:
-    """One merged sketch per window starting in ``[start, end)``, in time order.
-    ``Store`` has no public method for this yet (``read_sketch`` merges the
-    whole range), so this reads its sketch table, which has one."""
-    return store._sketches.read_by_window(model, feature, start, end)
-
-
 def reference_range(start: float, end: float) -> tuple[float, float]:
     """The reference of ``[start, end)``: the range of the same length before it."""
     return start - (end - start), start
@@ -460,7 +453,7 @@ def drift_over_time(store: Store, model: str, features: Sequence[str], start: fl
         reference = store.read_sketch(model, feature, _dt(ref_start), _dt(ref_end))
         if reference.count == 0:
             continue
-        for window, sketch in _sketch_windows(store, model, feature, _dt(start), _dt(end)):
+        for window, sketch in store.read_sketch_windows(model, feature, _dt(start), _dt(end)):
             result = _detect(reference, sketch)
             if result is None:
                 continue
@@ -648,9 +641,9 @@ def freshness(store: Store, max_series: int = 200) -> Freshness:
     newest_run = next(iter(store.read_training_runs(limit=1)), None)
     newest_window = None
     for model, feature in store.list_sketched_features()[:max_series]:
-        days = store._sketches.days(model, feature)  # see _sketch_windows
+        days = store.sketch_days(model, feature)
         if days:
-            windows = _sketch_windows(store, model, feature, _dt(days[-1] * 86400), None)
+            windows = store.read_sketch_windows(model, feature, _dt(days[-1] * 86400), None)
             if windows and (newest_window is None or windows[-1][0] > newest_window):
                 newest_window = windows[-1][0]
     return Freshness(

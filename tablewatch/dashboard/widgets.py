@@ -11,12 +11,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import streamlit as st
+from tablewatch.extras import require
 
-from tablewatch.dashboard import queries
-from tablewatch.dashboard.selection import RANGES, Selection, format_time, parse_params, parse_time
-from tablewatch.errors import StoreUnavailable, TablewatchError, ValidationError
-from tablewatch.store import Store, open_store
+st = require("streamlit", "dashboard", "the dashboard")
+
+from tablewatch.dashboard import queries  # noqa: E402
+from tablewatch.dashboard.selection import RANGES, Selection, format_time, parse_params, parse_time  # noqa: E402
+from tablewatch.errors import StoreUnavailable, TablewatchError, ValidationError  # noqa: E402
+from tablewatch.store import Store, open_store  # noqa: E402
 
 #: Query results are reused for this long (seconds), and "now" is rounded to it
 #: so that reruns within it hit the cache.

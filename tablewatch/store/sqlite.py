@@ -142,7 +142,7 @@ class SQLiteBackend:
             raise StoreNotFound(f"store {self.url!r} does not exist (no file {self.path.resolve()}) "
                                 "and is opened read-only (?mode=ro)")
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: dict[sqlite3.Connection, threading.Thread] = {}  # each with the thread it belongs to
         self._lock = threading.Lock()
         # Threads of one process queue here for the write lock instead of
         # polling SQLite's file lock (other processes still wait on the file).
@@ -164,7 +164,11 @@ class SQLiteBackend:
     def _connection(self) -> sqlite3.Connection:
         holder = getattr(self._local, "holder", None)
         if holder is not None:
-            return holder.connection
+            if not self._closed:
+                return holder.connection
+            # close() left this thread's connection to this thread: drop it
+            # here (its finalizer closes it), where nothing else uses it.
+            self._local.holder = None
         if self._closed:
             raise StoreError(f"store {self.url!r} is closed")
         if self.read_only:
@@ -179,11 +183,14 @@ class SQLiteBackend:
         # The connection lives as long as its thread: when the thread ends, its
         # thread-local holder is collected and the connection closed, so a
         # threaded server over this backend does not leak file descriptors.
+        # Never at interpreter exit (finalize's default): the exit hook runs in
+        # the main thread while a daemon thread (a collector's flusher) may be
+        # inside SQLite on this connection, and closing it there is a segfault.
         holder = _ThreadConnection(connection)
         self._local.holder = holder
         with self._lock:
-            self._connections.append(connection)
-        weakref.finalize(holder, self._forget, connection)
+            self._connections[connection] = threading.current_thread()
+        weakref.finalize(holder, self._forget, connection).atexit = False
         return connection
 
     def _read_only_connection(self) -> sqlite3.Connection:
@@ -224,8 +231,7 @@ class SQLiteBackend:
 
     def _forget(self, connection: sqlite3.Connection) -> None:
         with self._lock:
-            if connection in self._connections:
-                self._connections.remove(connection)
+            self._connections.pop(connection, None)
         with contextlib.suppress(sqlite3.Error):
             connection.close()
 
@@ -431,15 +437,21 @@ class SQLiteBackend:
             connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
 
     def close(self) -> None:
+        """Close this thread's connection and those of threads that ended. A
+        connection of a live thread is never closed from here (that thread may
+        be inside SQLite on it): the thread drops it on its next call (which
+        raises StoreError: closed) or when it ends."""
         with self._lock:
             self._closed = True
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            try:
+            current = threading.current_thread()
+            idle = [connection for connection, thread in self._connections.items()
+                    if thread is current or not thread.is_alive()]
+            for connection in idle:
+                del self._connections[connection]
+        for connection in idle:
+            with contextlib.suppress(sqlite3.Error):
                 connection.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+        self._local.holder = None
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.url!r})"

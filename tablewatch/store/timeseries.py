@@ -719,6 +719,16 @@ class Store:
         prediction) of ``model`` over every window starting in ``[start, end)``."""
         return self._sketches.read(model, feature, start, end)
 
+    def read_sketch_windows(self, model: str, feature: str, start: Any = None,
+                            end: Any = None) -> list[tuple[Any, sketches.DistributionSketch]]:
+        """One merged sketch per window starting in ``[start, end)``: (window
+        start as a UTC datetime, sketch) pairs in time order (drift over time)."""
+        return self._sketches.read_by_window(model, feature, start, end)
+
+    def sketch_days(self, model: str, feature: str) -> list[int]:
+        """The days (since the epoch, UTC) holding sketches of ``feature`` of ``model``, sorted."""
+        return self._sketches.days(model, feature)
+
     def list_sketched_features(self, model: str | None = None) -> list[tuple[str, str]]:
         """(model, feature) pairs that have sketches, sorted."""
         return self._sketches.features(model)

@@ -152,3 +152,26 @@ def test_silences_actions_and_cycle(store):
     assert state.last_cycle() is None
     state.record_cycle({"started_at": 1.0, "ended_at": 2.0, "rules": 3, "errors": [], "runner": "r"})
     assert state.last_cycle()["rules"] == 3
+
+
+def test_incident_ranges_at_their_bounds(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/tw.db")
+    state = AlertState(store)
+    first = alert("drift", {"model": "ranker"}, 0.0)  # at the epoch itself
+    second = alert("drift", {"model": "ranker"}, 1000.0)
+    for record in (first, second):
+        state.save_incident(record)
+
+    def ids(**bounds):
+        return [r.incident_id for r in state.incidents(**bounds)]
+
+    assert ids(start=0) == [second.incident_id, first.incident_id]
+    assert ids(start=0, end=1000) == [first.incident_id]
+    assert ids(start=0, end=1000.001) == [second.incident_id, first.incident_id]
+    assert ids(start=1000) == [second.incident_id]
+    assert ids(start=1000.001) == []
+    assert ids(end=0) == []
+    assert ids(start=-5, end=0.001) == [first.incident_id]
+    assert ids(start=500, end=100) == []
+    assert ids(end=1e20) == [second.incident_id, first.incident_id]
+    store.close()

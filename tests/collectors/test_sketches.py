@@ -219,8 +219,22 @@ def test_windows_are_selected_by_their_start_half_open(store):
     assert window.numeric.count == 3 + 4 + 5 and window.numeric.min == 2 and window.numeric.max == 4
     assert store.read_sketch("m", "f").numeric.count == sum(range(1, 31))
     assert store.read_sketch("m", "f", start=T0 + 100 * 3600).count == 0
-    by_window = store._sketches.read_by_window("m", "f", start=T0 + 24 * 3600)
+    by_window = store.read_sketch_windows("m", "f", start=T0 + 24 * 3600)
     assert [w.hour for w, _ in by_window] == list(range(6)) and by_window[0][1].numeric.count == 25
+    assert all(w.tzinfo is not None for w, _ in by_window)
+    assert store.sketch_days("m", "f") == [T0 // 86400, T0 // 86400 + 1]
+    assert store.sketch_days("m", "other") == []
+
+
+def test_windows_of_several_writers_are_merged_one_per_window(store):
+    store.write_sketches([
+        _record("m", "f", [1.0, 2.0], start_us=T0_US, writer=f"{1:016x}"),
+        _record("m", "f", [3.0], start_us=T0_US, writer=f"{2:016x}"),
+        _record("m", "f", [5.0], start_us=T0_US + HOUR_US, writer=f"{1:016x}"),
+    ])
+    windows = store.read_sketch_windows("m", "f", start=T0, end=T0 + 2 * 3600)
+    assert [(int(w.timestamp()), s.numeric.count) for w, s in windows] == [(T0, 3), (T0 + 3600, 1)]
+    assert store.read_sketch_windows("m", "f", start=T0 + 3600, end=T0 + 3600) == []
 
 
 def test_bad_records_name_the_field_and_nothing_is_written(store):
