@@ -363,9 +363,12 @@ def decode_many(values: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.nda
     decompress = _decompressor().decompress
     for (has_steps, *layout), members in groups.items():
         bodies = [decompress(memoryview(values[i])[_HEADER.size :]) for i in members]
-        where = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in members]) if len(members) < len(values) \
-            else slice(None)
-        group_ts, group_values, group_steps = _unpack_streams_many(bodies, counts[members], tuple(layout), bool(has_steps))
+        n = counts[members]
+        group_ts, group_values, group_steps = _unpack_streams_many(bodies, n, tuple(layout), bool(has_steps))
+        where: slice | np.ndarray = slice(None)
+        if len(members) < len(values):  # each point's place among all the chunks' points
+            where = np.arange(len(group_ts), dtype=np.int64)
+            where += np.repeat(offsets[members] - (np.cumsum(n) - n), n)
         ts[where] = group_ts
         out_values[where] = group_values
         if group_steps is not None:
@@ -445,7 +448,9 @@ def _unshuffle_many(body: np.ndarray, at: np.ndarray, points: _Segments, n: np.n
     stride = n[chunk]
     words = np.empty((len(index), width), dtype=np.uint8)
     for byte in range(width):
-        words[:, byte] = body[position + byte * stride]
+        if byte:
+            position += stride
+        words[:, byte] = body.take(position)
     return words.view(f"<u{width}").reshape(len(index))
 
 
