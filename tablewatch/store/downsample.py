@@ -48,8 +48,9 @@ def _first_index_per_group(hit: np.ndarray, group: np.ndarray, starts: np.ndarra
     positions = np.flatnonzero(hit)
     first = starts.copy()
     if len(positions):
-        groups, where = np.unique(group[positions], return_index=True)
-        first[groups] = positions[where]
+        groups = group[positions]  # ascending: each group's first hit is where its run starts
+        where = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+        first[groups[where]] = positions[where]
     return first
 
 

@@ -698,22 +698,24 @@ class _RowAssembler:
         return family in families or (family, qualifier) in pairs
 
     def rows(self, cells: Iterable[tuple]) -> Iterator[Row]:
+        limits, wanted = self.limits, self.wanted
+        families, pairs = (set(limits), set()) if wanted is None else wanted
         current: Row | None = None
-        column: list[Cell] | None = None
+        key_now: bytes | None = None
+        column: list[Cell] = []
         column_id: tuple | None = None
         for key, family, qualifier, nts, value in cells:
-            limits = self.limits.get(family)
-            if limits is None or nts > limits[1] or not self._wanted(family, qualifier):
+            limit = limits.get(family)
+            if limit is None or nts > limit[1] or family not in families and (family, qualifier) not in pairs:
                 continue
-            if current is None or current.key != key:
+            if key != key_now:
                 if current is not None and current.cells:
                     yield current
-                current = Row(key)
-                column_id = None
+                current, key_now, column_id = Row(key), key, None
             if column_id != (family, qualifier):
                 column_id = (family, qualifier)
                 column = current.cells.setdefault(family, {}).setdefault(qualifier, [])
-            if len(column) < limits[0]:
+            if len(column) < limit[0]:
                 column.append(Cell(value, -nts))
         if current is not None and current.cells:
             yield current

@@ -529,24 +529,30 @@ class Store:
         rows = self._points.read_rows(keys, columns=self._point_families)
         # Rows come back in salt order: sorting by key within a series is time order.
         rows.sort(key=lambda row: row.key[1:])
-        parts = []
         closed_before = self.codec.bucket_of(now_us() - merge.CLOSED_AFTER_S * US_PER_S)
+        plain: list[bytes] = []  # chunk values of rows read as written, decoded together
+        parts = []  # points of the other rows: merged ones (distinct points) and those to merge now
         to_merge = []
         for row in rows:
-            for family in row.cells:
+            for family, cells in row.cells.items():
+                if len(cells) == 1 or not any(merge.is_merged(q) for q in cells) and not (
+                        self.merge_on_read and self.codec.decode_point_key(row.key)[2] < closed_before):
+                    plain.extend(cells[q][0].value for q in sorted(cells))  # qualifiers sort in time order
+                    continue
                 points, _ = merge.row_points(row, family)  # see tablewatch.store.merge
                 parts.append(points)
-                if self.merge_on_read and self.codec.decode_point_key(row.key)[2] < closed_before \
-                        and merge.needs_merge(row.cells[family]):
+                if self.merge_on_read and self.codec.decode_point_key(row.key)[2] < closed_before:
                     to_merge.append((row, family, points))
         if to_merge:
             self._merge_rows_read(to_merge)
+        if plain:
+            parts.insert(0, merge.Points(*chunks.decode_many(plain)[:3]))
         if not parts:
             empty = np.array([], dtype=np.int64)
             return empty, np.array([], dtype=np.float64), empty.copy()
-        ts = np.concatenate([p.ts for p in parts])
-        values = np.concatenate([p.values for p in parts])
-        steps = np.concatenate([p.steps for p in parts])
+        ts = np.concatenate([p.ts for p in parts]) if len(parts) > 1 else parts[0].ts
+        values = np.concatenate([p.values for p in parts]) if len(parts) > 1 else parts[0].values
+        steps = np.concatenate([p.steps for p in parts]) if len(parts) > 1 else parts[0].steps
         if len(ts) > 1 and not (ts[1:] >= ts[:-1]).all():
             order = np.argsort(ts, kind="stable")
             ts, values, steps = ts[order], values[order], steps[order]

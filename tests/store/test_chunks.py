@@ -155,6 +155,35 @@ def test_a_damaged_packed_chunk_is_an_error_not_wrong_points():
         chunks.decode(value[:-5])  # a cut Zstandard frame
 
 
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_decode_many_gives_every_chunks_points_bit_for_bit(data):
+    chunk_values, expected = [], []
+    for _ in range(data.draw(st.integers(1, 12))):
+        n = data.draw(st.integers(1, 80))
+        ts = np.sort(data.draw(hnp.arrays(np.int64, n, elements=st.integers(-(2**62), 2**62))))
+        if data.draw(st.booleans()):
+            ts = T0_US + np.arange(n) * data.draw(st.integers(0, 10**9))  # a regular stride
+        values = data.draw(st.one_of([
+            hnp.arrays(np.float64, n, elements=st.floats(allow_nan=True, allow_infinity=True)),
+            hnp.arrays(np.int64, n, elements=st.integers(-(10**9), 10**9)).map(lambda a: a / 1000.0),
+        ]))
+        steps = data.draw(st.none() | hnp.arrays(np.int64, n))
+        chunk_values.append(chunks.encode(ts, values, steps)[1])
+        expected.append((ts, values, steps if steps is not None else np.full(n, chunks.NO_STEP, dtype=np.int64)))
+    ts, values, steps, counts = chunks.decode_many(chunk_values)
+    assert counts.tolist() == [len(e[0]) for e in expected]
+    assert_same_bits((ts, values, steps), *(np.concatenate([e[i] for e in expected]) for i in range(3)))
+
+
+def test_decode_many_refuses_a_damaged_chunk_like_decode():
+    _, good = chunks.encode(REGULAR, latency_4_digits(), None)
+    with pytest.raises(ValueError, match="layout"):
+        chunks.decode_many([good, good[:3] + bytes([3]) + good[4:]])
+    with pytest.raises(ValueError, match="do not hold"):
+        chunks.decode_many([good, good[:6] + struct.pack("<I", N + 1) + good[10:]])
+
+
 def test_encoding_is_deterministic_and_the_qualifier_hashes_the_points():
     values = loss_curve_float32()
     first = chunks.encode(REGULAR, values, STEPS)
