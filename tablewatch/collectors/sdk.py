@@ -399,6 +399,7 @@ class Collector:
         self._once = _Once()
         self._wake = threading.Event()
         self._drained = False  # close() took its last look at the buffers: later hand-offs spool
+        self._spool_released = False  # close() released the spool: a later spool file releases its own directory
         self._thread = threading.Thread(target=self._loop, name="tablewatch-collector", daemon=True)
         self._thread.start()
         atexit.register(self._close_at_exit)
@@ -604,6 +605,10 @@ class Collector:
         try:
             with self._spool_lock:
                 path = self.spool.write(entries)
+                if self._spool_released:
+                    # A log() that raced close() and spools after it: release
+                    # the file's directory too, or no next collector adopts it.
+                    self.spool.close()
         except OSError as e:
             with self._lock:
                 self._counts["dropped"] += raw.points
@@ -1146,6 +1151,7 @@ class Collector:
             files, points = self.spool.count()
             spool_dir = self.spool.own_dir or self.spool.root
             self.spool.close()  # lets the next collector (in this process too) adopt what is left
+            self._spool_released = True
         self._left_in_spool = files
         self._stored_at_close = stored
         with self._lock:

@@ -112,6 +112,46 @@ def test_a_log_racing_close_is_written_or_refused_never_lost(url):
         sys.setswitchinterval(old)
 
 
+class _HeldValue:
+    """A value whose conversion waits for ``go``: holds a log() after it found
+    its series' buffer and before it appends the point, the exact window of a
+    log() racing close()."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.go = threading.Event()
+
+    def __float__(self) -> float:
+        self.reached.set()
+        self.go.wait(10)
+        return 2.0
+
+
+def test_a_log_held_past_the_whole_close_is_spooled_for_the_next_collector(url):
+    collector = Collector(url, flush_interval=0.01)
+    collector.log("held", 1.0, step=0, ts=T0)  # registers the series: the next log() finds its buffer
+    value = _HeldValue()
+    outcome: list[str] = []
+
+    def logger() -> None:
+        try:
+            collector.log("held", value, step=1, ts=T0 + 1)
+        except CollectorClosed:
+            outcome.append("refused")
+        else:
+            outcome.append("accepted")
+
+    thread = threading.Thread(target=logger)
+    thread.start()
+    assert value.reached.wait(10)
+    assert collector.close(timeout=10) is True  # runs to its end while the log() is held
+    value.go.set()
+    thread.join(10)
+    assert outcome == ["accepted"]  # past the buffer lookup: it was accepted, so it must not be lost
+    assert Collector(url).close(timeout=10) is True  # replays what the late log() spooled
+    np.testing.assert_array_equal(steps_of(url, "held"), [0, 1])
+
+
 RECREATE = """
 import sys
 from tablewatch.store.sqlite import SQLiteBackend
