@@ -151,7 +151,9 @@ def _mixed_steps(parts: list[Any], lengths: list[int], step_array: Callable[[Any
 
 @dataclass(frozen=True)
 class ChunkCells:
-    """One chunk per (batch, bucket) group of a :class:`PointColumns`."""
+    """One chunk per (batch, bucket) group of a :class:`PointColumns`, in row key
+    order (the chunks of one row in time order): the embedded store's B-tree
+    then inserts with locality (several times faster)."""
 
     keys: list[bytes]            # point row key of each group
     qualifiers: list[bytes]
@@ -159,11 +161,10 @@ class ChunkCells:
     timestamps_ms: list[int]
     batch: np.ndarray            # per group: its batch
     day: np.ndarray              # per group: its day
-    key_order: list[int]         # the groups in row key order
 
 
 def chunk_cells(columns: PointColumns, codec: KeyCodec) -> ChunkCells:
-    """Encode the chunks of every (batch, bucket) group; row keys computed at once."""
+    """Encode the chunks of every (batch, bucket) group at once (see :func:`chunks.encode_many`)."""
     ts, batch_of = columns.ts_us, columns.batch
     buckets = ts // codec.bucket_us
     n = len(ts)
@@ -182,31 +183,23 @@ def chunk_cells(columns: PointColumns, codec: KeyCodec) -> ChunkCells:
     key_rows["salt"] = ((sids >> np.uint64(32)).astype(np.int64) + group_bucket) % codec.salt_buckets
     key_rows["sid"] = sids
     key_rows["bucket"] = group_bucket
-    raw = key_rows.tobytes()
     width = _KEY.itemsize
+    order = np.argsort(key_rows.view(f"S{width}"), kind="stable")  # stable: a row's chunks stay in time order
+    starts, stops, group_batch, group_bucket = starts[order], stops[order], group_batch[order], group_bucket[order]
+    raw = key_rows[order].tobytes()
     keys = [raw[i:i + width] for i in range(0, len(raw), width)]
-    key_order = np.argsort(np.frombuffer(raw, dtype=f"S{width}"), kind="stable").tolist()
-    values, steps, has_steps = columns.values, columns.steps, columns.has_steps
-    encode = chunks.encode
-    qualifiers, cells = [], []
-    if n == len(starts) and steps is None:  # one point per group: the common case of many series
-        for i in range(n):
-            q, v = encode(ts[i:i + 1], values[i:i + 1], None)
-            qualifiers.append(q)
-            cells.append(v)
-    else:
-        for lo, hi, b in zip(starts.tolist(), stops.tolist(), group_batch.tolist()):
-            q, v = encode(ts[lo:hi], values[lo:hi], steps[lo:hi] if has_steps[b] else None)
-            qualifiers.append(q)
-            cells.append(v)
+    has_steps = columns.has_steps[group_batch] if columns.steps is not None else None
+    qualifiers, values = chunks.encode_many(ts, columns.values, columns.steps, starts, stops, has_steps)
     timestamps_ms = (ts[stops - 1] // 1000).tolist()
     day = group_bucket * codec.bucket_us // DAY_US
-    return ChunkCells(keys, qualifiers, cells, timestamps_ms, group_batch, day, key_order)
+    return ChunkCells(keys, qualifiers, values, timestamps_ms, group_batch, day)
 
 
 def batch_days(cells: ChunkCells) -> list[tuple[int, int]]:
-    """The distinct (batch, day) pairs of the groups."""
+    """The distinct (batch, day) pairs of the groups, by batch then day."""
     if len(cells.batch) == 0:
         return []
-    keep = np.r_[True, (cells.batch[1:] != cells.batch[:-1]) | (cells.day[1:] != cells.day[:-1])]
-    return list(zip(cells.batch[keep].tolist(), cells.day[keep].tolist()))
+    order = np.lexsort((cells.day, cells.batch))
+    batch, day = cells.batch[order], cells.day[order]
+    keep = np.r_[True, (batch[1:] != batch[:-1]) | (day[1:] != day[:-1])]
+    return list(zip(batch[keep].tolist(), day[keep].tolist()))
