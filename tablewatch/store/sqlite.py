@@ -600,6 +600,30 @@ class SQLiteTable(ScanByRanges):
                 rows.extend(assembler.rows(cursor))
         return rows
 
+    def newest_values(self, keys: Iterable[bytes], family: str) -> list[tuple[bytes, bytes, bytes]]:
+        """:func:`tablewatch.store.table.newest_values` in one query per
+        ``_IN_CHUNK`` keys, the newest version picked by SQLite (a bare column
+        beside ``min(nts)`` comes from the row holding the minimum)."""
+        unique = sorted(set(keys))
+        for key in unique:
+            check_row_key(key)
+        policy = self._families.get(family)
+        if policy is None:
+            raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
+        max_nts = -(_now_ms() - int(policy.max_age_s * 1000)) if policy.max_age_s is not None else 2**63 - 1
+        connection = self.backend._connection()
+        found: list[tuple[bytes, bytes, bytes]] = []
+        with self.backend._errors(f"read {self.name}"):
+            for i in range(0, len(unique), _IN_CHUNK):
+                chunk = unique[i : i + _IN_CHUNK]
+                cursor = connection.execute(
+                    f"SELECT row, qualifier, value FROM (SELECT row, qualifier, value, min(nts) FROM {self._sql_name} "
+                    f"WHERE row IN ({','.join('?' * len(chunk))}) AND family = ? AND nts <= ? GROUP BY row, qualifier)",
+                    (*chunk, family, max_nts),
+                )
+                found += cursor.fetchall()
+        return found
+
     def scan_ranges(
         self,
         ranges: Sequence[tuple[bytes | None, bytes | None]],

@@ -323,7 +323,7 @@ class Store:
             found = self._tag_index.find(metric, filters)  # see tablewatch.store.tagindex
             # One string per series orders as (metric, sorted tag items) would: the
             # separators sort below every character a name or tag may hold (stored tags are sorted).
-            found.sort(key=lambda s: s[0] + "\x00" + "\x00".join(f"{k}\x01{v}" for k, v in s[1].items()))
+            found.sort(key=lambda s: s[0] + "\x00" + "\x00".join([k + "\x01" + v for k, v in s[1].items()]))
             return [Series(m, t) for m, t in found]
 
     def _check_series_exists(self, metric: str, tags: Mapping[str, str] | None) -> None:
