@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from tablewatch.errors import TableExists, TableNotFound, ValidationError
-from tablewatch.store.table import Cell, CellColumns, DeleteCells, DeleteRow, GCPolicy, RowMutation, SetCell, set_cells
+from tablewatch.store.table import Cell, CellColumns, DeleteCells, DeleteRow, GCPolicy, RowMutation, SetCell, newest_values, set_cells
 
 NOW_MS = int(time.time() * 1000)
 
@@ -116,6 +116,17 @@ class TableContract:
         with pytest.raises(ValidationError, match="row key"):
             set_cells(table, CellColumns([b""], ["a"], [b"q"], [b"x"], [NOW_MS]))
         assert table.read_rows([b"r4", b"r5"]) == []
+
+    def test_newest_values_gives_each_columns_newest_version(self, table):
+        put(table, b"r1", "v", b"q", b"old", NOW_MS - 5)
+        put(table, b"r1", "v", b"q", b"new", NOW_MS)
+        put(table, b"r1", "v", b"p", b"other", NOW_MS - 9)
+        put(table, b"r1", "a", b"q", b"not this family")
+        put(table, b"r2", "v", b"q", b"second row")
+        found = newest_values(table, [b"r2", b"r1", b"absent"], "v")
+        assert sorted(found) == [(b"r1", b"p", b"other"), (b"r1", b"q", b"new"), (b"r2", b"q", b"second row")]
+        with pytest.raises(ValidationError, match="family"):
+            newest_values(table, [b"r1"], "nope")
 
     # -- deletes -----------------------------------------------------------------------
 
