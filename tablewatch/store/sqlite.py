@@ -602,8 +602,8 @@ class SQLiteTable(ScanByRanges):
 
     def newest_values(self, keys: Iterable[bytes], family: str) -> list[tuple[bytes, bytes, bytes]]:
         """:func:`tablewatch.store.table.newest_values` in one query per
-        ``_IN_CHUNK`` keys, the newest version picked by SQLite (a bare column
-        beside ``min(nts)`` comes from the row holding the minimum)."""
+        ``_IN_CHUNK`` keys, in primary-key order: a column's newest version comes
+        first (a GROUP BY picking it in SQL measured twice as slow)."""
         unique = sorted(set(keys))
         for key in unique:
             check_row_key(key)
@@ -616,12 +616,13 @@ class SQLiteTable(ScanByRanges):
         with self.backend._errors(f"read {self.name}"):
             for i in range(0, len(unique), _IN_CHUNK):
                 chunk = unique[i : i + _IN_CHUNK]
-                cursor = connection.execute(
-                    f"SELECT row, qualifier, value FROM (SELECT row, qualifier, value, min(nts) FROM {self._sql_name} "
-                    f"WHERE row IN ({','.join('?' * len(chunk))}) AND family = ? AND nts <= ? GROUP BY row, qualifier)",
+                cells = connection.execute(
+                    f"SELECT row, qualifier, value FROM {self._sql_name} WHERE row IN ({','.join('?' * len(chunk))}) "
+                    "AND family = ? AND nts <= ? ORDER BY row, family, qualifier, nts",
                     (*chunk, family, max_nts),
-                )
-                found += cursor.fetchall()
+                ).fetchall()
+                found += [cell for cell, before in zip(cells, [(None, None), *cells])
+                          if cell[1] != before[1] or cell[0] != before[0]]
         return found
 
     def scan_ranges(
