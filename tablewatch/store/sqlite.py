@@ -76,11 +76,14 @@ OPEN_MODES = ("rw", "ro")
 SCAN_PAGE_CELLS = 4096
 PAGE_SIZE = 16384
 MMAP_SIZE = 256 * 1024 * 1024
-#: Page cache of a connection, KiB (SQLite's default is 2 MiB): one point to
-#: each of 100k series touches a leaf page of every series' row, and with the
-#: default cache the pages spill mid-transaction (measured: twice the time of
-#: the insert). Memory is only taken as pages are used.
-CACHE_KIB = 64 * 1024
+#: Page cache, KiB, while a connection writes a batch of at least
+#: ``BIG_WRITE_CELLS`` cells (SQLite's default, kept otherwise, is 2 MiB): one
+#: point to each of 100k series touches a leaf page of every series' row, and
+#: with the default cache the pages spill mid-transaction (measured: twice the
+#: time of the insert). Set back after the batch, so that an idle or lightly
+#: written connection holds no more than before.
+BIG_WRITE_CACHE_KIB = 64 * 1024
+BIG_WRITE_CELLS = 10_000
 #: Free pages given back per incremental-vacuum transaction (4 MiB of 16 KiB pages).
 VACUUM_STEP_PAGES = 256
 #: How long a compaction waits for old readers before it truncates the WAL file.
@@ -224,7 +227,6 @@ class SQLiteBackend:
             # file needs one vacuum() anyway.
             connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
         connection.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
-        connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise StoreUnavailable(self.url, f"cannot switch to WAL mode (got {mode!r})")
@@ -519,7 +521,11 @@ class SQLiteTable(ScanByRanges):
             return
         nts = [-t for t in cells.timestamps_ms]
         connection = self.backend._connection()
+        big = len(cells) >= BIG_WRITE_CELLS
         with self.backend._write_lock, self.backend._errors(f"write to {self.name}"):
+            cache = connection.execute("PRAGMA cache_size").fetchone()[0] if big else None
+            if big:
+                connection.execute(f"PRAGMA cache_size = -{BIG_WRITE_CACHE_KIB}")
             connection.execute("BEGIN IMMEDIATE")
             try:
                 connection.executemany(
@@ -532,6 +538,9 @@ class SQLiteTable(ScanByRanges):
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
+            finally:
+                if big:
+                    connection.execute(f"PRAGMA cache_size = {int(cache)}")
 
     def check_and_set(
         self, key: bytes, family: str, qualifier: bytes, expected: bytes | None, value: bytes, timestamp_ms: int
