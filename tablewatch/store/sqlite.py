@@ -63,6 +63,7 @@ from tablewatch.store.table import (
     check_set_cell,
     check_versions,
     normalize_columns,
+    prefix_end,
 )
 
 #: A table name: what HBase and Bigtable both accept ("." and "-" too: the
@@ -609,24 +610,34 @@ class SQLiteTable(ScanByRanges):
                 rows.extend(assembler.rows(cursor))
         return rows
 
-    def newest_values(self, keys: Iterable[bytes], family: str) -> list[tuple[bytes, bytes, bytes]]:
+    def newest_values(
+        self, keys: Iterable[bytes] | None, family: str, *, prefix: bytes | None = None
+    ) -> list[tuple[bytes, bytes, bytes]]:
         """:func:`tablewatch.store.table.newest_values` in one query per
-        ``_IN_CHUNK`` keys, in primary-key order: a column's newest version comes
-        first (a GROUP BY picking it in SQL measured twice as slow)."""
-        unique = sorted(set(keys))
-        for key in unique:
-            check_row_key(key)
+        ``_IN_CHUNK`` keys (or one for the prefix), in primary-key order: a
+        column's newest version comes first (a GROUP BY picking it in SQL
+        measured twice as slow)."""
         policy = self._families.get(family)
         if policy is None:
             raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
         max_nts = -(_now_ms() - int(policy.max_age_s * 1000)) if policy.max_age_s is not None else 2**63 - 1
+        if keys is None:
+            end = prefix_end(prefix or b"")
+            where, chunks = ("row >= ?" + (" AND row < ?" if end is not None else "")), [
+                (prefix or b"",) + ((end,) if end is not None else ())]
+        else:
+            unique = sorted(set(keys))
+            for key in unique:
+                check_row_key(key)
+            chunks = [tuple(unique[i : i + _IN_CHUNK]) for i in range(0, len(unique), _IN_CHUNK)]
+            where = None
         connection = self.backend._connection()
         found: list[tuple[bytes, bytes, bytes]] = []
         with self.backend._errors(f"read {self.name}"):
-            for i in range(0, len(unique), _IN_CHUNK):
-                chunk = unique[i : i + _IN_CHUNK]
+            for chunk in chunks:
+                rows = where or f"row IN ({','.join('?' * len(chunk))})"
                 cells = connection.execute(
-                    f"SELECT row, qualifier, value FROM {self._sql_name} WHERE row IN ({','.join('?' * len(chunk))}) "
+                    f"SELECT row, qualifier, value FROM {self._sql_name} WHERE {rows} "
                     "AND family = ? AND nts <= ? ORDER BY row, family, qualifier, nts",
                     (*chunk, family, max_nts),
                 ).fetchall()

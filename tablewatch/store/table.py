@@ -350,15 +350,19 @@ def set_cells(table: Table, cells: CellColumns) -> None:
         table.mutate_rows(cells.row_mutations())
 
 
-def newest_values(table: Table, keys: Iterable[bytes], family: str) -> list[tuple[bytes, bytes, bytes]]:
+def newest_values(
+    table: Table, keys: Iterable[bytes] | None, family: str, *, prefix: bytes | None = None
+) -> list[tuple[bytes, bytes, bytes]]:
     """(row key, qualifier, newest value) of every live column of ``family``
-    in the rows ``keys``: the table's own ``newest_values`` when it has one (the
-    embedded store: one query, no Row or Cell per column), else ``read_rows``."""
+    in the rows ``keys`` (or, with ``keys`` None, the rows starting with
+    ``prefix``): the table's own ``newest_values`` when it has one (the
+    embedded store: one query, no Row or Cell per column), else ``read_rows``
+    or ``scan``."""
     fast = getattr(table, "newest_values", None)
     if fast is not None:
-        return fast(keys, family)
-    return [(row.key, qualifier, cells[0].value) for row in table.read_rows(keys, columns=[family])
-            for qualifier, cells in row.cells.get(family, {}).items()]
+        return fast(keys, family, prefix=prefix)
+    rows = table.read_rows(keys, columns=[family]) if keys is not None else table.scan(prefix=prefix, columns=[family])
+    return [(row.key, qualifier, cells[0].value) for row in rows for qualifier, cells in row.cells.get(family, {}).items()]
 
 
 def check_cell_columns(cells: CellColumns, families: Mapping[str, object], table: str) -> None:

@@ -108,7 +108,7 @@ class TagIndex:
         if driver is None:
             if metric is not None:
                 return newest_values(self.table, [name_key(metric)], FAMILY)
-            return _cells(self.table.scan(prefix=NAME_PREFIX, columns=[FAMILY]))
+            return newest_values(self.table, None, FAMILY, prefix=NAME_PREFIX)
         key, wanted = driver
         if wanted is True:
             return _cells(self.table.scan(prefix=TAG_PREFIX + key.encode() + b"\x00", columns=[FAMILY]))

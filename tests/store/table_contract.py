@@ -125,6 +125,8 @@ class TableContract:
         put(table, b"r2", "v", b"q", b"second row")
         found = newest_values(table, [b"r2", b"r1", b"absent"], "v")
         assert sorted(found) == [(b"r1", b"p", b"other"), (b"r1", b"q", b"new"), (b"r2", b"q", b"second row")]
+        put(table, b"s1", "v", b"q", b"not this prefix")
+        assert sorted(newest_values(table, None, "v", prefix=b"r")) == sorted(found)
         with pytest.raises(ValidationError, match="family"):
             newest_values(table, [b"r1"], "nope")
 
