@@ -313,6 +313,85 @@ def check_versions(versions: object) -> None:
         raise ValidationError("versions", versions, "must be an integer >= 1")
 
 
+@dataclass(frozen=True)
+class CellColumns:
+    """Many SetCells as columns, one entry per cell (several may share a row):
+    what a store writes when it sets one chunk in each of 100k rows, without a
+    SetCell and a RowMutation per cell. ``keys[i]`` gets
+    ``SetCell(families[i], qualifiers[i], values[i], timestamps_ms[i])``."""
+
+    keys: Sequence[bytes]
+    families: Sequence[str]
+    qualifiers: Sequence[bytes]
+    values: Sequence[bytes]
+    timestamps_ms: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def row_mutations(self) -> list[RowMutation]:
+        """The same cells as row mutations, one per row, rows in first-seen order."""
+        rows: dict[bytes, list[Mutation]] = {}
+        for key, family, qualifier, value, timestamp_ms in zip(
+            self.keys, self.families, self.qualifiers, self.values, self.timestamps_ms
+        ):
+            rows.setdefault(key, []).append(SetCell(family, qualifier, value, timestamp_ms))
+        return [RowMutation(key, mutations) for key, mutations in rows.items()]
+
+
+def set_cells(table: Table, cells: CellColumns) -> None:
+    """Write ``cells`` with the guarantees of ``table.mutate_rows`` (each row's
+    cells atomic): through the table's own ``set_cells`` when it has one (the
+    embedded store: one ``executemany``), else as row mutations."""
+    fast = getattr(table, "set_cells", None)
+    if fast is not None:
+        fast(cells)
+    elif len(cells):
+        table.mutate_rows(cells.row_mutations())
+
+
+def newest_values(
+    table: Table, keys: Iterable[bytes] | None, family: str, *, prefix: bytes | None = None
+) -> list[tuple[bytes, bytes, bytes]]:
+    """(row key, qualifier, newest value) of every live column of ``family``
+    in the rows ``keys`` (or, with ``keys`` None, the rows starting with
+    ``prefix``): the table's own ``newest_values`` when it has one (the
+    embedded store: one query, no Row or Cell per column), else ``read_rows``
+    or ``scan``."""
+    fast = getattr(table, "newest_values", None)
+    if fast is not None:
+        return fast(keys, family, prefix=prefix)
+    rows = table.read_rows(keys, columns=[family]) if keys is not None else table.scan(prefix=prefix, columns=[family])
+    return [(row.key, qualifier, cells[0].value) for row in rows for qualifier, cells in row.cells.get(family, {}).items()]
+
+
+def check_cell_columns(cells: CellColumns, families: Mapping[str, object], table: str) -> None:
+    """The checks of :func:`check_row_key` and :func:`check_set_cell` on every
+    cell, a column at a time; a failure is named as the per-cell check names it."""
+    columns = (cells.keys, cells.families, cells.qualifiers, cells.values, cells.timestamps_ms)
+    if len({len(column) for column in columns}) != 1:
+        raise ValidationError("cells", [len(column) for column in columns], "columns must have one entry per cell")
+    if not len(cells):
+        return
+    fine = (
+        set(map(type, cells.keys)) == {bytes}
+        and 0 < min(map(len, cells.keys)) and max(map(len, cells.keys)) <= MAX_ROW_KEY_BYTES
+        and set(map(type, cells.qualifiers)) <= {bytes, bytearray}
+        and max(map(len, cells.qualifiers)) <= MAX_QUALIFIER_BYTES
+        and set(map(type, cells.values)) <= {bytes, bytearray, memoryview}
+        and set(map(type, cells.timestamps_ms)) == {int}
+        and 0 <= min(cells.timestamps_ms) and max(cells.timestamps_ms) <= MAX_TIMESTAMP_MS
+    )
+    unknown = set(cells.families) - set(families)
+    if unknown:
+        family = sorted(unknown, key=str)[0]
+        raise ValidationError("family", family, f"is not a column family of table {table!r}")
+    if not fine:  # find the first bad cell, and name its problem
+        for key, family, qualifier, value, timestamp_ms in zip(*columns):
+            check_row_key(key)
+            check_set_cell(SetCell(family, qualifier, value, timestamp_ms))
+
+
 class ScanByRanges:
     """``scan`` written once, for backends that implement ``scan_ranges``."""
 

@@ -26,7 +26,7 @@ records that.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 try:  # the server extra's parser: several times faster on 100k cells
@@ -34,7 +34,7 @@ try:  # the server extra's parser: several times faster on 100k cells
 except ImportError:  # a core install
     from json import loads as _loads
 
-from tablewatch.store.table import Row, RowMutation, SetCell, Table
+from tablewatch.store.table import Row, RowMutation, SetCell, Table, newest_values
 
 NAME_PREFIX = b"n"
 TAG_PREFIX = b"x"
@@ -95,27 +95,28 @@ class TagIndex:
         """(metric, tags) of the series of ``metric`` (any when None) matching ``filters``, unsorted."""
         found: dict[tuple[str, bytes], tuple[str, dict[str, str]]] = {}
         loads = _loads
-        for row in self._candidates(metric, filters):
-            for sid, cells in row.cells.get(FAMILY, {}).items():
-                data = loads(cells[0].value)
-                name, tags = data["metric"], data["tags"]
-                if (metric is None or name == metric) and (not filters or matches(tags, filters)):
-                    found[(name, sid)] = (name, tags)
+        for _, sid, value in self._candidates(metric, filters):
+            data = loads(value)
+            name, tags = data["metric"], data["tags"]
+            if (metric is None or name == metric) and (not filters or matches(tags, filters)):
+                found[(name, sid)] = (name, tags)
         return list(found.values())
 
-    def _candidates(self, metric: str | None, filters: Mapping[str, Any]) -> Iterable[Row]:
+    def _candidates(self, metric: str | None, filters: Mapping[str, Any]) -> Iterable[tuple[bytes, bytes, bytes]]:
+        """(row key, series id, series JSON) of the index cells to check."""
         driver = _driver(filters)
         if driver is None:
             if metric is not None:
-                return self.table.read_rows([name_key(metric)], columns=[FAMILY])
-            return self.table.scan(prefix=NAME_PREFIX, columns=[FAMILY])
+                return newest_values(self.table, [name_key(metric)], FAMILY)
+            return newest_values(self.table, None, FAMILY, prefix=NAME_PREFIX)
         key, wanted = driver
         if wanted is True:
-            return self.table.scan(prefix=TAG_PREFIX + key.encode() + b"\x00", columns=[FAMILY])
+            return _cells(self.table.scan(prefix=TAG_PREFIX + key.encode() + b"\x00", columns=[FAMILY]))
         values = [wanted] if isinstance(wanted, str) else sorted({w for w in wanted if isinstance(w, str)})
         if metric is not None:
-            return self.table.read_rows([tag_key(key, value, metric) for value in values], columns=[FAMILY])
-        return [row for value in values for row in self.table.scan(prefix=tag_key(key, value, None), columns=[FAMILY])]
+            return newest_values(self.table, [tag_key(key, value, metric) for value in values], FAMILY)
+        return [cell for value in values for cell in _cells(self.table.scan(prefix=tag_key(key, value, None),
+                                                                             columns=[FAMILY]))]
 
     # -- an existing store ------------------------------------------------------------
 
@@ -141,6 +142,13 @@ class TagIndex:
             self.table.mutate_rows(pending)
         self.meta_table.mutate_rows([RowMutation(MARKER_ROW, [SetCell("config", b"json", b'{"complete": true}', 0)])])
         return count
+
+
+def _cells(rows: Iterable[Row]) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """(row key, qualifier, newest value) of the index cells of ``rows``."""
+    for row in rows:
+        for sid, cells in row.cells.get(FAMILY, {}).items():
+            yield row.key, sid, cells[0].value
 
 
 def _driver(filters: Mapping[str, Any]) -> tuple[str, Any] | None:

@@ -50,7 +50,7 @@ from tablewatch.store.dayindex import DayIndex, days_in, overlaps
 from tablewatch.store.keys import DAY_US, US_PER_S, KeyCodec, day_of, task_id
 from tablewatch.store.lru import LRU
 from tablewatch.store.names import Series, series_id, validate_metric, validate_tags
-from tablewatch.store.table import Backend, GCPolicy, RowMutation, SetCell, check_limit
+from tablewatch.store.table import Backend, CellColumns, GCPolicy, RowMutation, SetCell, check_limit, set_cells
 from tablewatch.store.tagindex import TagIndex, index_rows, series_json
 from tablewatch.store.tagindex import matches as _tags_match  # noqa: F401 - tablewatch.alerts imports it here
 from tablewatch.store.runs import TrainingRun, validate_training_run
@@ -323,7 +323,7 @@ class Store:
             found = self._tag_index.find(metric, filters)  # see tablewatch.store.tagindex
             # One string per series orders as (metric, sorted tag items) would: the
             # separators sort below every character a name or tag may hold (stored tags are sorted).
-            found.sort(key=lambda s: s[0] + "\x00" + "\x00".join(f"{k}\x01{v}" for k, v in s[1].items()))
+            found.sort(key=lambda s: s[0] + "\x00" + "\x00".join([k + "\x01" + v for k, v in s[1].items()]))
             return [Series(m, t) for m, t in found]
 
     def _check_series_exists(self, metric: str, tags: Mapping[str, str] | None) -> None:
@@ -461,21 +461,12 @@ class Store:
             index += self._days.mutations(self._series_row_key(metric, sid), meta, sid, days, POINT_DAYS)
             index += index_rows(metric, tags, sid, meta)
         # Each series' family (``r`` for a training run's, else ``p``), per chunk.
-        by_batch = [self._points_family(metric, tags) for metric, tags, _ in series]
+        run_family = RUN_POINTS_FAMILY if RUN_POINTS_FAMILY in self._point_families else POINTS_FAMILY
+        by_batch = [run_family if RUN_TAG in tags else POINTS_FAMILY for _, tags, _ in series]
         families = [by_batch[b] for b in cells.batch.tolist()]
-        if len(set(cells.keys)) == len(cells.keys):  # one chunk per row: the common case of many series
-            # In key order: the embedded store's B-tree then inserts with locality (several times faster).
-            points = [RowMutation(cells.keys[i], [SetCell(families[i], cells.qualifiers[i], cells.values[i],
-                                                          cells.timestamps_ms[i])]) for i in cells.key_order]
-        else:
-            rows: dict[bytes, list] = {}
-            for key, family, qualifier, value, timestamp_ms in zip(cells.keys, families, cells.qualifiers,
-                                                                    cells.values, cells.timestamps_ms):
-                rows.setdefault(key, []).append(SetCell(family, qualifier, value, timestamp_ms))
-            points = [RowMutation(key, rows[key]) for key in sorted(rows)]
         if index:  # index first: a reader never misses written points
             self._index.mutate_rows(sorted(_merge_rows(index), key=lambda row: row.key))
-        self._points.mutate_rows(points)
+        set_cells(self._points, CellColumns(cells.keys, families, cells.qualifiers, cells.values, cells.timestamps_ms))
         for b, days in new_days.items():
             self._days.remember(series[b][2], days)
         return len(columns.ts_us)

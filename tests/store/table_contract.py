@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from tablewatch.errors import TableExists, TableNotFound, ValidationError
-from tablewatch.store.table import Cell, DeleteCells, DeleteRow, GCPolicy, RowMutation, SetCell
+from tablewatch.store.table import Cell, CellColumns, DeleteCells, DeleteRow, GCPolicy, RowMutation, SetCell, newest_values, set_cells
 
 NOW_MS = int(time.time() * 1000)
 
@@ -99,6 +99,36 @@ class TableContract:
     def test_unknown_family_is_refused(self, table):
         with pytest.raises(ValidationError, match="family"):
             put(table, b"r", "nope", b"q", b"x")
+
+    def test_set_cells_writes_cells_given_as_columns(self, table):
+        # The embedded store's one-executemany path and the others' row mutations alike.
+        put(table, b"r2", "v", b"q", b"old", NOW_MS - 5)
+        set_cells(table, CellColumns([b"r1", b"r2", b"r1", b"r3"], ["a", "v", "v", "a"], [b"x", b"q", b"y", b"x"],
+                                     [b"1", b"2", b"3", b"4"], [NOW_MS, NOW_MS, NOW_MS - 1, NOW_MS]))
+        rows = {row.key: row for row in table.read_rows([b"r1", b"r2", b"r3"])}
+        assert rows[b"r1"].cells == {"a": {b"x": [Cell(b"1", NOW_MS)]}, "v": {b"y": [Cell(b"3", NOW_MS - 1)]}}
+        assert table.read_rows([b"r2"], versions=3)[0].cells["v"][b"q"] == [Cell(b"2", NOW_MS), Cell(b"old", NOW_MS - 5)]
+        assert rows[b"r3"].value("a", b"x") == b"4"
+        with pytest.raises(ValidationError, match="timestamp_ms"):
+            set_cells(table, CellColumns([b"r4", b"r5"], ["a", "a"], [b"q", b"q"], [b"x", b"y"], [NOW_MS, -1]))
+        with pytest.raises(ValidationError, match="family"):
+            set_cells(table, CellColumns([b"r4"], ["nope"], [b"q"], [b"x"], [NOW_MS]))
+        with pytest.raises(ValidationError, match="row key"):
+            set_cells(table, CellColumns([b""], ["a"], [b"q"], [b"x"], [NOW_MS]))
+        assert table.read_rows([b"r4", b"r5"]) == []
+
+    def test_newest_values_gives_each_columns_newest_version(self, table):
+        put(table, b"r1", "v", b"q", b"old", NOW_MS - 5)
+        put(table, b"r1", "v", b"q", b"new", NOW_MS)
+        put(table, b"r1", "v", b"p", b"other", NOW_MS - 9)
+        put(table, b"r1", "a", b"q", b"not this family")
+        put(table, b"r2", "v", b"q", b"second row")
+        found = newest_values(table, [b"r2", b"r1", b"absent"], "v")
+        assert sorted(found) == [(b"r1", b"p", b"other"), (b"r1", b"q", b"new"), (b"r2", b"q", b"second row")]
+        put(table, b"s1", "v", b"q", b"not this prefix")
+        assert sorted(newest_values(table, None, "v", prefix=b"r")) == sorted(found)
+        with pytest.raises(ValidationError, match="family"):
+            newest_values(table, [b"r1"], "nope")
 
     # -- deletes -----------------------------------------------------------------------
 

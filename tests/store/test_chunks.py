@@ -231,3 +231,24 @@ def test_a_chunk_in_the_old_raw_layout_is_read_through_the_store(tmp_path):
     assert len(store.read_points("train.loss", {"model": "old"})) == 5000
     store.close()
 
+
+
+def test_encode_many_gives_the_bytes_of_encode_chunk_by_chunk():
+    # Raw chunks of 1 to 7 points (with and without steps) are built a column
+    # at a time, packed ones one by one: the cells must be byte for byte those
+    # of encode, so a replay through either path replaces, never duplicates.
+    rng_many = np.random.default_rng(5)
+    ts = T0_US + np.sort(rng_many.integers(0, 10**10, 400))
+    values = rng_many.normal(size=400)
+    values[3], values[4] = -0.0, np.nan
+    steps = rng_many.integers(-5, 5, 400)
+    starts = np.unique(np.r_[0, rng_many.integers(1, 400, 120)])
+    stops = np.r_[starts[1:], 400]
+    has_steps = rng_many.random(len(starts)) < 0.5
+    qualifiers, cells = chunks.encode_many(ts, values, steps, starts, stops, has_steps)
+    assert {int(k) for k in stops - starts} & {1, 2, 7} and (stops - starts).max() >= chunks.MIN_PACKED_POINTS
+    for i, (lo, hi) in enumerate(zip(starts, stops)):
+        assert (qualifiers[i], cells[i]) == chunks.encode(ts[lo:hi], values[lo:hi], steps[lo:hi] if has_steps[i] else None)
+    ones = np.arange(1000)
+    assert chunks.encode_many(ts, values, None, ones[:400], ones[1:401]) == tuple(
+        map(list, zip(*(chunks.encode(ts[i:i + 1], values[i:i + 1], None) for i in range(400)))))

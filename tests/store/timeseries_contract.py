@@ -219,6 +219,20 @@ class TimeSeriesContract:
         assert raised.value.field == "batches[3].tags['x']"
         assert store.find_series("new.metric") == [] and store.find_series("m") == []  # nothing of a bad call
 
+    def test_write_points_many_replays_what_write_points_wrote(self, store):
+        # The same points through the column path and the series-by-series
+        # path give the same cells: a replay through the other stores nothing twice.
+        for i in range(3):
+            store.write_points("q.depth", {"pod": f"p{i}"}, [T0 + i, T0 + 60 + i], [float(i), 0.5])
+        batches = [{"metric": "q.depth", "tags": {"pod": f"p{i}"}, "ts": np.array([T0 + i, T0 + 60 + i]),
+                    "values": np.array([float(i), 0.5])} for i in range(3)]
+        batches += [{"metric": "q.depth", "tags": {"pod": f"p{i}"}, "ts": np.array([T0 + 9000.0]),
+                     "values": np.array([7.0])} for i in range(3)]
+        assert store.write_points_many(batches) == 9
+        for i in range(3):
+            store.write_points("q.depth", {"pod": f"p{i}"}, [T0 + 9000.0], [7.0])
+            assert store.read_points("q.depth", {"pod": f"p{i}"})["value"].tolist() == [float(i), 0.5, 7.0]
+
     def test_closed_buckets_are_merged_and_replays_are_harmless(self, store):
         # A Collector flushing every 4 s: one small chunk per point, two hours.
         ts = T0 + np.arange(0, 7200, 4.0)
