@@ -330,15 +330,20 @@ def failed_attempts(runs: Iterable[TaskRun], limit: int = 500) -> pd.DataFrame:
 # -- training --------------------------------------------------------------------------------
 
 
+def metrics_of_runs(store: Store, run_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Metrics logged by any of the runs, sorted: the run's own, and the
+    system metrics (``system.*``), from one series lookup."""
+    found = sorted({s.metric for s in store.find_series(run=list(run_ids))}) if run_ids else []
+    return [m for m in found if not m.startswith(SYSTEM_PREFIX)], [m for m in found if m.startswith(SYSTEM_PREFIX)]
+
+
 def run_metrics(store: Store, run_ids: Sequence[str]) -> list[str]:
     """Metrics logged by any of the runs (system metrics excluded), sorted."""
-    found = {s.metric for s in store.find_series(run=list(run_ids))} if run_ids else set()
-    return sorted(m for m in found if not m.startswith(SYSTEM_PREFIX))
+    return metrics_of_runs(store, run_ids)[0]
 
 
 def system_metrics(store: Store, run_ids: Sequence[str]) -> list[str]:
-    found = {s.metric for s in store.find_series(run=list(run_ids))} if run_ids else set()
-    return sorted(m for m in found if m.startswith(SYSTEM_PREFIX))
+    return metrics_of_runs(store, run_ids)[1]
 
 
 def training_curves(store: Store, metric: str, run_ids: Sequence[str],
