@@ -549,10 +549,12 @@ def pipeline_summaries(store: Store, start: float, end: float) -> list[PipelineS
     """Key figures per pipeline over the range, with a sparkline of the mean
     task duration per bucket."""
     every = bucket_width(start, end)
+    tasks_by_pipeline: dict[str, list[str]] = defaultdict(list)
+    for pipeline, task in store.list_tasks():  # one scan, sorted by pipeline then task
+        tasks_by_pipeline[pipeline].append(task)
     found = []
-    for pipeline in pipelines(store):
+    for pipeline, names in tasks_by_pipeline.items():
         runs = store.read_task_runs(pipeline, start=_dt(start), end=_dt(end), limit=MAX_TASK_RUNS)
-        names = tasks_of(store, pipeline)
         _, bands = task_durations(store, pipeline, names, start, end, every=every)
         durations = [r.duration_s for r in runs if r.duration_s is not None]
         spark = bands.groupby("bucket")["mean"].mean().tolist() if len(bands) else []
