@@ -14,8 +14,8 @@ MAX_DEFAULT_RUNS = 5
 
 def body(sel: Selection, start: float, end: float) -> None:
     names = query("training_names", start, end)
-    if sel.model and sel.model not in names:
-        names = sorted({*names, *query("training_names")} & {sel.model}) + names
+    if sel.model and sel.model not in names and sel.model in query("training_names"):
+        names = [sel.model, *names]  # a link's model stays pickable when it has no run in the range
     if not names:
         empty_state("No training runs in this time range. Log them with `with collector.run(name): ...`.")
         return
