@@ -330,15 +330,20 @@ def failed_attempts(runs: Iterable[TaskRun], limit: int = 500) -> pd.DataFrame:
 # -- training --------------------------------------------------------------------------------
 
 
+def metrics_of_runs(store: Store, run_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Metrics logged by any of the runs, sorted: the run's own, and the
+    system metrics (``system.*``), from one series lookup."""
+    found = sorted({s.metric for s in store.find_series(run=list(run_ids))}) if run_ids else []
+    return [m for m in found if not m.startswith(SYSTEM_PREFIX)], [m for m in found if m.startswith(SYSTEM_PREFIX)]
+
+
 def run_metrics(store: Store, run_ids: Sequence[str]) -> list[str]:
     """Metrics logged by any of the runs (system metrics excluded), sorted."""
-    found = {s.metric for s in store.find_series(run=list(run_ids))} if run_ids else set()
-    return sorted(m for m in found if not m.startswith(SYSTEM_PREFIX))
+    return metrics_of_runs(store, run_ids)[0]
 
 
 def system_metrics(store: Store, run_ids: Sequence[str]) -> list[str]:
-    found = {s.metric for s in store.find_series(run=list(run_ids))} if run_ids else set()
-    return sorted(m for m in found if m.startswith(SYSTEM_PREFIX))
+    return metrics_of_runs(store, run_ids)[1]
 
 
 def training_curves(store: Store, metric: str, run_ids: Sequence[str],
@@ -544,10 +549,12 @@ def pipeline_summaries(store: Store, start: float, end: float) -> list[PipelineS
     """Key figures per pipeline over the range, with a sparkline of the mean
     task duration per bucket."""
     every = bucket_width(start, end)
+    tasks_by_pipeline: dict[str, list[str]] = defaultdict(list)
+    for pipeline, task in store.list_tasks():  # one scan, sorted by pipeline then task
+        tasks_by_pipeline[pipeline].append(task)
     found = []
-    for pipeline in pipelines(store):
+    for pipeline, names in tasks_by_pipeline.items():
         runs = store.read_task_runs(pipeline, start=_dt(start), end=_dt(end), limit=MAX_TASK_RUNS)
-        names = tasks_of(store, pipeline)
         _, bands = task_durations(store, pipeline, names, start, end, every=every)
         durations = [r.duration_s for r in runs if r.duration_s is not None]
         spark = bands.groupby("bucket")["mean"].mean().tolist() if len(bands) else []

@@ -42,9 +42,10 @@ def body(sel: Selection, start: float, end: float) -> None:
     else:
         st.caption("No incident in this time range.")
     keep_in_url(sel.with_(incident=incident))
-    if incident:
-        _incident(history[history["incident_id"] == incident].iloc[0], incident)
-    _silences(history[history["incident_id"] == incident].iloc[0] if incident else None)
+    row = history[history["incident_id"] == incident].iloc[0] if incident else None
+    if row is not None:
+        _incident(row, incident)
+    _silences(row)
 
 
 def _incident(row, incident: str) -> None:

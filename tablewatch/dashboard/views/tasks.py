@@ -21,9 +21,10 @@ def body(sel: Selection, start: float, end: float) -> None:
     left, right, third = st.columns(3)
     with left:
         pipeline = pick("Pipeline", pipelines, sel.pipeline, key="tasks.pipeline")
+    all_tasks = query("tasks_of", pipeline)
     with right:
-        task = pick("Task", query("tasks_of", pipeline), sel.task, key="tasks.task", all_label=ALL_TASKS)
-    tasks = [task] if task else query("tasks_of", pipeline)
+        task = pick("Task", all_tasks, sel.task, key="tasks.task", all_label=ALL_TASKS)
+    tasks = [task] if task else all_tasks
     runs = query("task_runs", pipeline, task, start, end)
     pipeline_runs = queries.pipeline_runs(runs)
     with third:

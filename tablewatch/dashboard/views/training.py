@@ -14,8 +14,8 @@ MAX_DEFAULT_RUNS = 5
 
 def body(sel: Selection, start: float, end: float) -> None:
     names = query("training_names", start, end)
-    if sel.model and sel.model not in names:
-        names = sorted({*names, *query("training_names")} & {sel.model}) + names
+    if sel.model and sel.model not in names and sel.model in query("training_names"):
+        names = [sel.model, *names]  # a link's model stays pickable when it has no run in the range
     if not names:
         empty_state("No training runs in this time range. Log them with `with collector.run(name): ...`.")
         return
@@ -32,7 +32,7 @@ def body(sel: Selection, start: float, end: float) -> None:
     if not chosen:
         st.info("Pick one or more runs.")
         return
-    metrics = query("run_metrics", tuple(chosen))
+    metrics, system = query("metrics_of_runs", tuple(chosen))
     if metrics:
         preferred = [m for m in metrics if "loss" in m] + [m for m in metrics if "loss" not in m]
         shown = st.multiselect("Metrics", metrics, default=preferred[:2], key="training.metrics")
@@ -41,7 +41,6 @@ def body(sel: Selection, start: float, end: float) -> None:
         st.caption("These runs logged no metrics.")
     st.subheader("Params and final metrics")
     st.dataframe(queries.compare_runs([by_id[r] for r in chosen]), width="stretch", key="table.compare")
-    system = query("system_metrics", tuple(chosen))
     if system:
         st.subheader("System metrics")
         _curves(system, tuple(chosen), charts.system_metric, "chart.system")
