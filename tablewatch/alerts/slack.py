@@ -262,7 +262,7 @@ def _number(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def _when(epoch: float | None) -> str:
+def format_utc(epoch: float | None) -> str:
     if epoch is None:
         return "–"
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -351,7 +351,7 @@ def render_alerts(alerts: Sequence[Any], *, state: str, notification_id: str, da
         {"type": "header", "text": _plain(title)},
         {"type": "section", "fields": [_mrkdwn(f"*Rule*\n{first.rule}"), _mrkdwn(f"*Severity*\n{first.severity}"),
                                        _mrkdwn(f"*Kind*\n{first.kind}"),
-                                       _mrkdwn(f"*Since*\n{_when(first.fired_at or first.active_at)}")]},
+                                       _mrkdwn(f"*Since*\n{format_utc(first.fired_at or first.active_at)}")]},
     ]
     if mentions and state != "resolved":
         blocks.append({"type": "section", "text": _mrkdwn(" ".join(mentions))})
