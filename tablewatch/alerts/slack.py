@@ -173,13 +173,7 @@ class WebhookNotifier:
 
     def send(self, message: Message) -> Sent:
         self._pacer.wait(None)
-        try:
-            response = self.client.send(text=message.text, blocks=message.blocks or None)
-        except Exception as e:
-            raise NotifierError(f"webhook failed: {_reason(e)}") from e
-        if response.status_code != 200:
-            raise NotifierError(f"webhook answered {response.status_code}: {str(response.body)[:200]}",
-                                response.status_code == 429 or response.status_code >= 500)
+        _webhook_send(self.client, message, "webhook")
         return Sent()
 
     def update(self, channel: str, ts: str, message: Message) -> None:
@@ -223,13 +217,20 @@ def respond(response_url: str, message: Message, *, replace_original: bool = Tru
     """Rewrite the message a button was clicked in, through the click's
     ``response_url`` (works for webhook and bot messages alike)."""
     WebhookClient = _slack_sdk("webhook").WebhookClient  # noqa: N806 (slack_sdk's class)
+    client = WebhookClient(response_url, timeout=timeout_s, retry_handlers=_retry_handlers(1))
+    _webhook_send(client, message, "response_url", replace_original=replace_original)
+
+
+def _webhook_send(client: Any, message: Message, what: str, **options: Any) -> None:
+    """Post through a ``WebhookClient``; :class:`NotifierError` naming ``what``
+    when it fails or answers other than 200 (transient for 429 and 5xx)."""
     try:
-        response = WebhookClient(response_url, timeout=timeout_s, retry_handlers=_retry_handlers(1)).send(
-            text=message.text, blocks=message.blocks or None, replace_original=replace_original)
+        response = client.send(text=message.text, blocks=message.blocks or None, **options)
     except Exception as e:
-        raise NotifierError(f"response_url failed: {_reason(e)}") from e
+        raise NotifierError(f"{what} failed: {_reason(e)}") from e
     if response.status_code != 200:
-        raise NotifierError(f"response_url answered {response.status_code}")
+        raise NotifierError(f"{what} answered {response.status_code}: {str(response.body)[:200]}",
+                            response.status_code == 429 or response.status_code >= 500)
 
 
 def _transient(e: Exception) -> bool:
