@@ -23,22 +23,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     except RuleError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
-        count = len(e.problems)
-        print(f"{args.file}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+        print(f"{args.file}: {_count(len(e.problems), 'problem')}", file=sys.stderr)
         return 2
     kinds = Counter(rule.kind for rule in rule_file.rules)
-    parts = [f"{len(rule_file.rules)} rule{'s' if len(rule_file.rules) != 1 else ''}"
+    parts = [_count(len(rule_file.rules), "rule")
              + (f" ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})" if kinds else "")]
     if rule_file.actions:
-        parts.append(f"{len(rule_file.actions)} action{'s' if len(rule_file.actions) != 1 else ''}")
+        parts.append(_count(len(rule_file.actions), "action"))
     if rule_file.silences:
-        parts.append(f"{len(rule_file.silences)} silence{'s' if len(rule_file.silences) != 1 else ''}")
+        parts.append(_count(len(rule_file.silences), "silence"))
     if rule_file.slack is not None:
         parts.append(f"slack channel {rule_file.slack.channel or '$SLACK_CHANNEL'}")
     print(f"{args.file}: OK, {', '.join(parts)}")
     for rule in rule_file.rules:
         print(f"  {describe(rule)}")
     return 0
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
 def add_commands(alerts_commands: Any) -> None:

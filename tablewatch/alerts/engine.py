@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tablewatch.alerts.delivery import Delivery
-from tablewatch.alerts.slack import ConsoleNotifier, Notifier, render_alerts
+from tablewatch.alerts.slack import ConsoleNotifier, Notifier, format_utc, render_alerts
 from tablewatch.alerts.state import AlertRecord, AlertState, NotificationRecord, fingerprint
 
 log = logging.getLogger("tablewatch.alerts")
@@ -324,7 +324,7 @@ class Engine:
                 members.sort(key=lambda a: sorted(a.labels.items()))
                 text, blocks = render_alerts(members, state="resolved", notification_id=message_id,
                                              dashboard_url=self.dashboard_url,
-                                             footer=f"Resolved at {_utc(now)}")
+                                             footer=f"Resolved at {format_utc(now)}")
                 uid = AlertState.notification_id(f"update-resolved:{message_id}")
                 # a millisecond later: the outbox sends it after the reply
                 enqueued += self._enqueue(NotificationRecord(uid, original.incident_id, "update", self.channel, text,
@@ -367,7 +367,3 @@ class Engine:
 
     def _enqueue(self, record: NotificationRecord) -> int:
         return int(self.state.enqueue(record))
-
-
-def _utc(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -40,10 +40,10 @@ from starlette.responses import JSONResponse, Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
 from tablewatch.alerts.actions import run_action  # noqa: E402
-from tablewatch.alerts.delivery import Delivery, new_note
+from tablewatch.alerts.delivery import Delivery
 from tablewatch.alerts.notifications import NOTE_FIELDS, check_note
 from tablewatch.alerts.slack import (ACKNOWLEDGE, BUTTONS, NOPE, RETRAIN, SNOOZE, SNOOZE_S, TRAIN, Message, Notifier,
-                                     NotifierError, render_note, respond)
+                                     NotifierError, respond)
 from tablewatch.alerts.state import ActionRecord, AlertState, NotificationRecord
 from tablewatch.errors import ValidationError
 
@@ -232,8 +232,7 @@ class AlertRoutes:
             return _error(400, "body", f"{e} (fields: {', '.join(NOTE_FIELDS)})")
         except ValidationError as e:
             return _error(400, e.field, e.problem)
-        fallback, blocks = render_note(note.text, note.fields, title=note.title, severity=note.severity)
-        record = new_note(fallback, channel=note.channel, blocks=blocks, created_at=self.clock())
+        record = note.record(created_at=self.clock())
         await run_in_threadpool(self.state.enqueue, record)
         return JSONResponse({"id": record.id, "status": "queued"}, status_code=202,
                             background=BackgroundTask(self.deliver))

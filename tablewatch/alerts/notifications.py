@@ -51,6 +51,14 @@ class Note:
     severity: str
     channel: str | None
 
+    def record(self, created_at: float | None = None) -> Any:
+        """The outbox record of this message, rendered for Slack."""
+        from tablewatch.alerts.delivery import new_note
+        from tablewatch.alerts.slack import render_note
+
+        fallback, blocks = render_note(self.text, self.fields, title=self.title, severity=self.severity)
+        return new_note(fallback, channel=self.channel, blocks=blocks, created_at=created_at)
+
 
 def check_note(text: Any = None, fields: Any = None, title: Any = None, severity: Any = "info",
                channel: Any = None) -> Note:
@@ -74,13 +82,12 @@ def notify(text: str, fields: Mapping[str, Any] | None = None, *, title: str | N
     outbox of ``store`` (a Store, a store URL, or None: ``$TABLEWATCH_STORE``,
     else ./tablewatch.db). True when Slack accepted it now; False when it waits
     in the outbox (or, the store being down too, could not be sent)."""
-    from tablewatch.alerts.delivery import new_note, send_now
-    from tablewatch.alerts.slack import Message, NotifierError, notifier_from_env, render_note
+    from tablewatch.alerts.delivery import send_now
+    from tablewatch.alerts.slack import Message, NotifierError, notifier_from_env
 
     note = check_note(text, fields, title, severity, channel)
     notifier = notifier if notifier is not None else notifier_from_env(os.environ)
-    fallback, blocks = render_note(note.text, note.fields, title=note.title, severity=note.severity)
-    record = new_note(fallback, channel=note.channel, blocks=blocks)
+    record = note.record()
     opened = None
     try:
         from tablewatch.alerts.state import AlertState

@@ -173,13 +173,7 @@ class WebhookNotifier:
 
     def send(self, message: Message) -> Sent:
         self._pacer.wait(None)
-        try:
-            response = self.client.send(text=message.text, blocks=message.blocks or None)
-        except Exception as e:
-            raise NotifierError(f"webhook failed: {_reason(e)}") from e
-        if response.status_code != 200:
-            raise NotifierError(f"webhook answered {response.status_code}: {str(response.body)[:200]}",
-                                response.status_code == 429 or response.status_code >= 500)
+        _webhook_send(self.client, message, "webhook")
         return Sent()
 
     def update(self, channel: str, ts: str, message: Message) -> None:
@@ -223,13 +217,20 @@ def respond(response_url: str, message: Message, *, replace_original: bool = Tru
     """Rewrite the message a button was clicked in, through the click's
     ``response_url`` (works for webhook and bot messages alike)."""
     WebhookClient = _slack_sdk("webhook").WebhookClient  # noqa: N806 (slack_sdk's class)
+    client = WebhookClient(response_url, timeout=timeout_s, retry_handlers=_retry_handlers(1))
+    _webhook_send(client, message, "response_url", replace_original=replace_original)
+
+
+def _webhook_send(client: Any, message: Message, what: str, **options: Any) -> None:
+    """Post through a ``WebhookClient``; :class:`NotifierError` naming ``what``
+    when it fails or answers other than 200 (transient for 429 and 5xx)."""
     try:
-        response = WebhookClient(response_url, timeout=timeout_s, retry_handlers=_retry_handlers(1)).send(
-            text=message.text, blocks=message.blocks or None, replace_original=replace_original)
+        response = client.send(text=message.text, blocks=message.blocks or None, **options)
     except Exception as e:
-        raise NotifierError(f"response_url failed: {_reason(e)}") from e
+        raise NotifierError(f"{what} failed: {_reason(e)}") from e
     if response.status_code != 200:
-        raise NotifierError(f"response_url answered {response.status_code}")
+        raise NotifierError(f"{what} answered {response.status_code}: {str(response.body)[:200]}",
+                            response.status_code == 429 or response.status_code >= 500)
 
 
 def _transient(e: Exception) -> bool:
@@ -262,7 +263,7 @@ def _number(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def _when(epoch: float | None) -> str:
+def format_utc(epoch: float | None) -> str:
     if epoch is None:
         return "–"
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -351,7 +352,7 @@ def render_alerts(alerts: Sequence[Any], *, state: str, notification_id: str, da
         {"type": "header", "text": _plain(title)},
         {"type": "section", "fields": [_mrkdwn(f"*Rule*\n{first.rule}"), _mrkdwn(f"*Severity*\n{first.severity}"),
                                        _mrkdwn(f"*Kind*\n{first.kind}"),
-                                       _mrkdwn(f"*Since*\n{_when(first.fired_at or first.active_at)}")]},
+                                       _mrkdwn(f"*Since*\n{format_utc(first.fired_at or first.active_at)}")]},
     ]
     if mentions and state != "resolved":
         blocks.append({"type": "section", "text": _mrkdwn(" ".join(mentions))})

@@ -184,8 +184,7 @@ class AlertState:
     # -- cells ------------------------------------------------------------------------
 
     def _get(self, key: bytes) -> dict[str, Any] | None:
-        rows = self._table.read_rows([key])
-        raw = rows[0].value(FAMILY, QUALIFIER) if rows else None
+        raw = self._get_raw(key)
         return json.loads(raw) if raw else None
 
     def _get_raw(self, key: bytes) -> bytes | None:

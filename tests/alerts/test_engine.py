@@ -109,6 +109,18 @@ def test_pending_firing_grouped_repeat_resolved(store, slack):
     assert {n.kind for n in log} == {"firing", "repeat", "resolved", "update"} and all(n.status == "sent" for n in log)
 
 
+def fired_by_fresh_engines(store, slack):
+    """etl-slow goes pending then firing across two fresh engines of runner r1:
+    one Slack message. The (clock, script) to go on with."""
+    clock, script = FakeClock(), Script()
+    script.set("etl-slow", slow("extract"))
+    make_engine(store, slack, clock, script, runner="r1").cycle()
+    clock.advance(400)
+    make_engine(store, slack, clock, script, runner="r1").cycle()
+    assert len(slack.calls()) == 1
+    return clock, script
+
+
 def test_pending_that_goes_away_is_forgotten_and_firing_again_is_a_new_incident(store, slack):
     clock, script = FakeClock(), Script()
     engine = make_engine(store, slack, clock, script)
@@ -126,12 +138,7 @@ def test_pending_that_goes_away_is_forgotten_and_firing_again_is_a_new_incident(
 
 
 def test_restarted_runner_does_not_renotify_and_remembers(store, slack):
-    clock, script = FakeClock(), Script()
-    script.set("etl-slow", slow("extract"))
-    make_engine(store, slack, clock, script, runner="r1").cycle()
-    clock.advance(400)
-    make_engine(store, slack, clock, script, runner="r1").cycle()
-    assert len(slack.calls()) == 1
+    clock, script = fired_by_fresh_engines(store, slack)
     for _ in range(3):  # new processes, same runner name or not (the lease is renewed by the same name)
         clock.advance(60)
         make_engine(store, slack, clock, script, runner="r1").cycle()
@@ -250,12 +257,7 @@ def test_a_broken_rule_is_reported_and_the_others_run(store, slack):
 
 
 def test_alerts_of_a_rule_removed_from_the_file_end_quietly(store, slack):
-    clock, script = FakeClock(), Script()
-    script.set("etl-slow", slow("extract"))
-    make_engine(store, slack, clock, script, runner="r1").cycle()
-    clock.advance(400)
-    make_engine(store, slack, clock, script, runner="r1").cycle()
-    assert len(slack.calls()) == 1
+    clock, script = fired_by_fresh_engines(store, slack)
     clock.advance(60)
     fewer = RULES[:RULES.index("  - name: train-done")].replace("  - name: etl-slow", "  - name: etl-slower")
     make_engine(store, slack, clock, script, text=fewer, runner="r1").cycle()
