@@ -42,9 +42,14 @@ def cmd_server(args: argparse.Namespace) -> int:
     require("uvicorn", "server", "tablewatch server")
     from tablewatch.collectors.server import TOKEN_ENV, serve
 
+    rules = args.rules or os.environ.get("TABLEWATCH_RULES") or None
+    if rules is not None and not os.path.isfile(rules):  # before the store is opened (and maybe created)
+        from tablewatch.errors import ValidationError
+
+        raise ValidationError("--rules" if args.rules else "$TABLEWATCH_RULES", rules, "is not a file")
     serve(args.store, args.host, args.port, token=os.environ.get(TOKEN_ENV) or None,
           max_body_bytes=args.max_body_bytes, max_items=args.max_items, log_level=args.log_level,
-          rules=args.rules or os.environ.get("TABLEWATCH_RULES") or None, access_log=args.access_log)
+          rules=rules, access_log=args.access_log)
     return 0
 
 
