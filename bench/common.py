@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from dataclasses import dataclass
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 @dataclass
@@ -16,6 +20,32 @@ class Result:
     target: str = ""
     ok: bool | None = None
     note: str = ""
+
+
+def free_port() -> int:
+    """A free loopback TCP port (for a server started in a subprocess)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, process: "subprocess.Popen", timeout: float = 60) -> None:
+    """Wait until ``url``/readyz answers 200; RuntimeError if ``process``
+    exits first or ``timeout`` seconds pass."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("tablewatch server did not start")
+        time.sleep(0.05)
 
 
 def best_of(repeat: int, fn: Callable[[], object]) -> float:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Result
+from bench.common import Result, free_port, wait_ready
 
 SECTION = "collectors"
 BATCH = 1_000
@@ -52,9 +51,7 @@ def ingest_server(store_url: str) -> Iterator[tuple[str, Any]]:
 
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "TABLEWATCH_INGEST_TOKEN"}
     process = subprocess.Popen(
         [sys.executable, "-m", "tablewatch.cli", "server", "--store", store_url, "--port", str(port),
@@ -62,16 +59,7 @@ def ingest_server(store_url: str) -> Iterator[tuple[str, Any]]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("tablewatch server did not start")
-            time.sleep(0.05)
+        wait_ready(url, process)
         yield url, psutil.Process(process.pid)
     finally:
         process.terminate()

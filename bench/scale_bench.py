@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Result, best_of
+from bench.common import Result, best_of, free_port, wait_ready
 from tablewatch.store import Store
 from tablewatch.store import open_store as _open_store
 from tablewatch.store.keys import DAY_S
@@ -298,23 +297,12 @@ def _rss_per_1000(store_url: str, cache_entries: int) -> float:
     """MB of RSS the server grows per 1,000 new series between RSS_WARM and RSS_END series."""
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-c", _SERVER, str(cache_entries), "server", "--store", store_url,
                                 "--port", str(port), "--log-level", "warning"])
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("tablewatch server did not start")
-            time.sleep(0.05)
+        wait_ready(url, process)
         rss = {}
         with httpx.Client(base_url=url, headers={"Content-Type": "application/json"}, timeout=120) as client:
             for start in range(0, RSS_END, POINTS_PER_REQUEST):

@@ -42,9 +42,14 @@ def cmd_server(args: argparse.Namespace) -> int:
     require("uvicorn", "server", "tablewatch server")
     from tablewatch.collectors.server import TOKEN_ENV, serve
 
+    rules = args.rules or os.environ.get("TABLEWATCH_RULES") or None
+    if rules is not None and not os.path.isfile(rules):  # before the store is opened (and maybe created)
+        from tablewatch.errors import ValidationError
+
+        raise ValidationError("--rules" if args.rules else "$TABLEWATCH_RULES", rules, "is not a file")
     serve(args.store, args.host, args.port, token=os.environ.get(TOKEN_ENV) or None,
           max_body_bytes=args.max_body_bytes, max_items=args.max_items, log_level=args.log_level,
-          rules=args.rules or os.environ.get("TABLEWATCH_RULES") or None, access_log=args.access_log)
+          rules=rules, access_log=args.access_log)
     return 0
 
 
@@ -74,10 +79,8 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return int(text)
+_positive = cli_read._positive
+STORE_HELP = "store URL (default: $TABLEWATCH_STORE, else ./tablewatch.db)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("compact", cmd_store_compact, "remove cells past their family's max age or versions"),
     ):
         sub = store_commands.add_parser(name, help=help_text)
-        sub.add_argument("--store", help="store URL (default: $TABLEWATCH_STORE, else ./tablewatch.db)")
+        sub.add_argument("--store", help=cli_read.STORE_HELP)
         sub.add_argument("--vacuum", action="store_true",
                          help="then rewrite the SQLite file without free space (once, for a file created "
                               "before auto_vacuum; writers wait meanwhile)")
@@ -109,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the HTTP ingest API. Requests need 'Authorization: Bearer <token>' when "
                     "$TABLEWATCH_INGEST_TOKEN is set; without it anyone who can reach the port can write (warned "
                     "at start).")
-    server.add_argument("--store", help="store URL (default: $TABLEWATCH_STORE, else ./tablewatch.db)")
+    server.add_argument("--store", help=STORE_HELP)
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     server.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080)")
     server.add_argument("--max-body-bytes", type=_positive, default=16 * 1024 * 1024,
@@ -131,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--step", help="training step (integer >= 0)")
     push.add_argument("--ts", help="epoch seconds or ISO-8601 (default: now)")
     target = push.add_mutually_exclusive_group()
-    target.add_argument("--store", help="store URL (default: $TABLEWATCH_STORE, else ./tablewatch.db)")
+    target.add_argument("--store", help=STORE_HELP)
     target.add_argument("--server", help="ingest server: http://127.0.0.1:8080, 127.0.0.1:8080 (http assumed) or "
                                         "the full .../api/v1/points URL")
     push.add_argument("--token", help="bearer token for --server (default: $TABLEWATCH_INGEST_TOKEN); "

@@ -35,19 +35,18 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import random
-import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tablewatch.extras import install_hint
+
+if TYPE_CHECKING:  # the CLI imports this module for its parser: process, HTTP and random are loaded on use
+    import random
+    import subprocess
 
 DAY_S = 86_400
 HOUR_S = 3_600
@@ -258,6 +257,8 @@ def _pipeline_runs(anchor: int, rng: random.Random) -> Iterator[tuple[str, str, 
 
 
 def _fill_pipelines(writer: _Writer, anchor: int, rng: random.Random, progress: Progress) -> None:
+    import random
+
     fail_rng = random.Random(7)
     for pipeline, run_id, t, tasks in _pipeline_runs(anchor, rng):
         day = int((t - (anchor - DEMO_DAYS * DAY_S)) // DAY_S)
@@ -394,6 +395,8 @@ def fill(store: Any, anchor: int, *, progress_stream: Any = None) -> FillReport:
     unless a previous run already did for this anchor (the prediction
     sketches are the one record a second write would add to, so the whole fill
     is skipped)."""
+    import random
+
     from tablewatch.collectors.sdk import Collector
 
     if _already_filled(store, anchor):
@@ -485,6 +488,9 @@ def _has_dashboard() -> bool:
 
 
 def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 60.0) -> bool:
+    import urllib.error
+    import urllib.request
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and process.poll() is None:
         try:
@@ -510,6 +516,9 @@ def service_environment(store_url: str, rules: str) -> dict[str, str]:
 def serve(store_url: str, rules: str, server_port: int, dashboard_port: int, stop: Any = None) -> int:
     """Start the server, the alert runner and the dashboard; stop them all on
     Ctrl-C (or when ``stop``, a threading.Event, is set)."""
+    import signal
+    import subprocess
+
     started: list[tuple[Service, subprocess.Popen]] = []
     interrupted = False
 

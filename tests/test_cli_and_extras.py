@@ -130,6 +130,16 @@ def test_server_help_shows_its_defaults(capsys):
         assert default in out, default
 
 
+def test_server_refuses_a_missing_rules_file_before_creating_a_store(tmp_path, capsys, monkeypatch):
+    store = tmp_path / "new.db"
+    assert main(["server", "--store", f"sqlite:///{store}", "--rules", str(tmp_path / "nope.yaml")]) == 2
+    assert capsys.readouterr().err.startswith("tablewatch: error: --rules: is not a file")
+    monkeypatch.setenv("TABLEWATCH_RULES", str(tmp_path / "nope.yaml"))
+    assert main(["server", "--store", f"sqlite:///{store}"]) == 2
+    assert capsys.readouterr().err.startswith("tablewatch: error: $TABLEWATCH_RULES: is not a file")
+    assert not store.exists()
+
+
 def test_server_logs_its_store_warns_without_a_token_and_writes_an_access_log(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
