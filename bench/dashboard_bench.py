@@ -18,7 +18,6 @@ Then:
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Result, best_of
+from bench.common import Result, best_of, free_port
 from tablewatch.dashboard import queries
 from tablewatch.store import open_store
 
@@ -117,12 +116,6 @@ def server_side(store, now: float) -> list[Result]:
     return results
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 CHARTS_DRAWN_JS = """n => {
     const app = document.querySelector('.stApp');
     const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
@@ -135,7 +128,7 @@ def browser(url: str, now: float) -> list[Result]:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "tablewatch.cli", "dashboard", "--store", url, "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
