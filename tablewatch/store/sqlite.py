@@ -290,8 +290,7 @@ class SQLiteBackend:
         )
         connection = self._connection()
         with self._errors(f"create table {name}"):
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(connection):
                 exists = connection.execute("SELECT 1 FROM tablewatch_tables WHERE name = ?", (name,)).fetchone()
                 if exists:
                     raise TableExists(f"table {name!r} already exists in {self.url}")
@@ -301,24 +300,15 @@ class SQLiteBackend:
                     "qualifier BLOB NOT NULL, nts INTEGER NOT NULL, value BLOB NOT NULL, "
                     "PRIMARY KEY (row, family, qualifier, nts)) WITHOUT ROWID"
                 )
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
 
     def delete_table(self, name: str) -> None:
         connection = self._connection()
         with self._errors(f"delete table {name}"):
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(connection):
                 deleted = connection.execute("DELETE FROM tablewatch_tables WHERE name = ?", (name,)).rowcount
                 if not deleted:
                     raise TableNotFound(f"table {name!r} does not exist in {self.url}")
                 connection.execute(f'DROP TABLE IF EXISTS "cells_{name}"')
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
         self._infos.pop(name, None)
 
     def list_tables(self) -> list[str]:
@@ -361,8 +351,7 @@ class SQLiteBackend:
                 raise ValidationError("family", family, "must match [A-Za-z_][A-Za-z0-9_.-]{0,63}")
         connection = self._connection()
         with self._errors(f"change the families of {name}"):
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(connection):
                 found = connection.execute("SELECT families FROM tablewatch_tables WHERE name = ?", (name,)).fetchone()
                 if not found:
                     raise TableNotFound(f"table {name!r} does not exist in {self.url}")
@@ -371,10 +360,6 @@ class SQLiteBackend:
                                 for f, p in families.items()})
                 connection.execute("UPDATE tablewatch_tables SET families = ? WHERE name = ?",
                                    (json.dumps(current), name))
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
         self._infos.pop(name, None)
 
     def count_rows(self, name: str) -> int:
@@ -493,8 +478,7 @@ class SQLiteTable(ScanByRanges):
                     check_set_cell(mutation)
         connection = self.backend._connection()
         with self.backend._write_lock, self.backend._errors(f"write to {self.name}"):
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(connection):
                 for row in rows:
                     for mutation in row.mutations:
                         if isinstance(mutation, SetCell):
@@ -519,11 +503,6 @@ class SQLiteTable(ScanByRanges):
                         else:
                             raise ValidationError("mutation", mutation, "is not a SetCell, DeleteCells or DeleteRow")
                 self._flush_sets(connection, sets)
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
 
     def set_cells(self, cells: CellColumns) -> None:
         """:func:`tablewatch.store.table.set_cells` in one transaction and one
@@ -539,18 +518,13 @@ class SQLiteTable(ScanByRanges):
             cache = connection.execute("PRAGMA cache_size").fetchone()[0] if big else None
             if big:
                 connection.execute(f"PRAGMA cache_size = -{BIG_WRITE_CACHE_KIB}")
-            connection.execute("BEGIN IMMEDIATE")
             try:
-                connection.executemany(
-                    f"INSERT OR REPLACE INTO {self._sql_name} (row, family, qualifier, nts, value) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    zip(cells.keys, cells.families, cells.qualifiers, nts, cells.values),
-                )
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
+                with _transaction(connection):
+                    connection.executemany(
+                        f"INSERT OR REPLACE INTO {self._sql_name} (row, family, qualifier, nts, value) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        zip(cells.keys, cells.families, cells.qualifiers, nts, cells.values),
+                    )
             finally:
                 if big:
                     connection.execute(f"PRAGMA cache_size = {int(cache)}")
@@ -569,8 +543,7 @@ class SQLiteTable(ScanByRanges):
         max_nts = -(_now_ms() - int(policy.max_age_s * 1000)) if policy.max_age_s is not None else 2**63 - 1
         connection = self.backend._connection()
         with self.backend._write_lock, self.backend._errors(f"check and set in {self.name}"):
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(connection):
                 newest = connection.execute(
                     f"SELECT value FROM {self._sql_name} WHERE row = ? AND family = ? AND qualifier = ? AND nts <= ? "
                     "ORDER BY nts LIMIT 1",
@@ -584,11 +557,6 @@ class SQLiteTable(ScanByRanges):
                         "VALUES (?, ?, ?, ?, ?)",
                         (key, family, bytes(qualifier), -int(timestamp_ms), bytes(value)),
                     )
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
         return matches
 
     def _flush_sets(self, connection: sqlite3.Connection, sets: list) -> None:
@@ -718,8 +686,7 @@ class SQLiteTable(ScanByRanges):
         connection = self.backend._connection()
         with self.backend._errors(f"compact {self.name}"):
             for family, policy in self._families.items():
-                connection.execute("BEGIN IMMEDIATE")
-                try:
+                with _transaction(connection):
                     if policy.max_age_s is not None:
                         cutoff = now - int(policy.max_age_s * 1000)
                         removed += connection.execute(
@@ -733,11 +700,6 @@ class SQLiteTable(ScanByRanges):
                             f"FROM {self._sql_name} WHERE family = ?) WHERE n > ?)",
                             (family, policy.max_versions),
                         ).rowcount
-                    connection.execute("COMMIT")
-                except BaseException:
-                    if connection.in_transaction:
-                        connection.execute("ROLLBACK")
-                    raise
         if removed:
             self.backend.reclaim_space()
         return removed
@@ -750,6 +712,20 @@ class SQLiteTable(ScanByRanges):
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@contextlib.contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction: ``BEGIN IMMEDIATE`` (the write lock from the
+    start), COMMIT when the block ends, ROLLBACK when it raises."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
 
 
 class _RowAssembler:
