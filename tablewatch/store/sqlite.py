@@ -463,6 +463,12 @@ class SQLiteTable(ScanByRanges):
     def _families(self) -> Mapping[str, GCPolicy]:
         return self.backend.table_info(self.name).families
 
+    def _policy(self, family: str) -> GCPolicy:
+        policy = self._families.get(family)
+        if policy is None:
+            raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
+        return policy
+
     # -- writes ------------------------------------------------------------------
 
     def mutate_rows(self, rows: Sequence[RowMutation]) -> None:
@@ -536,11 +542,7 @@ class SQLiteTable(ScanByRanges):
         lock is held from the read to the commit, so threads and processes
         sharing the file see one winner."""
         check_check_and_set(key, family, qualifier, expected, value, timestamp_ms)
-        policy = self._families.get(family)
-        if policy is None:
-            raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
-        # nts <= max_nts: the cell is younger than the family's max age
-        max_nts = -(_now_ms() - int(policy.max_age_s * 1000)) if policy.max_age_s is not None else 2**63 - 1
+        max_nts = _max_nts(self._policy(family), _now_ms())
         connection = self.backend._connection()
         with self.backend._write_lock, self.backend._errors(f"check and set in {self.name}"):
             with _transaction(connection):
@@ -597,10 +599,7 @@ class SQLiteTable(ScanByRanges):
         ``_IN_CHUNK`` keys (or one for the prefix), in primary-key order: a
         column's newest version comes first (a GROUP BY picking it in SQL
         measured twice as slow)."""
-        policy = self._families.get(family)
-        if policy is None:
-            raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
-        max_nts = -(_now_ms() - int(policy.max_age_s * 1000)) if policy.max_age_s is not None else 2**63 - 1
+        max_nts = _max_nts(self._policy(family), _now_ms())
         if keys is None:
             end = prefix_end(prefix or b"")
             where, chunks = ("row >= ?" + (" AND row < ?" if end is not None else "")), [
@@ -714,6 +713,12 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _max_nts(policy: GCPolicy, now_ms: int) -> int:
+    """The largest ``nts`` (negated timestamp) of a cell the family's max age
+    still keeps: ``nts <= _max_nts`` means the cell is live."""
+    return -(now_ms - int(policy.max_age_s * 1000)) if policy.max_age_s is not None else 2**63 - 1
+
+
 @contextlib.contextmanager
 def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
     """A write transaction: ``BEGIN IMMEDIATE`` (the write lock from the
@@ -739,15 +744,7 @@ class _RowAssembler:
         self.limits: dict[str, tuple[int, int]] = {}
         for family, policy in families.items():
             keep = versions if policy.max_versions is None else min(versions, policy.max_versions)
-            # nts <= max_nts means ts >= cutoff
-            max_nts = -(now - int(policy.max_age_s * 1000)) if policy.max_age_s is not None else 2**63 - 1
-            self.limits[family] = (keep, max_nts)
-
-    def _wanted(self, family: str, qualifier: bytes) -> bool:
-        if self.wanted is None:
-            return True
-        families, pairs = self.wanted
-        return family in families or (family, qualifier) in pairs
+            self.limits[family] = (keep, _max_nts(policy, now))
 
     def rows(self, cells: Iterable[tuple]) -> Iterator[Row]:
         limits, wanted = self.limits, self.wanted
