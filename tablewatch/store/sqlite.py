@@ -62,6 +62,7 @@ from tablewatch.store.table import (
     check_row_key,
     check_set_cell,
     check_versions,
+    family_policy,
     normalize_columns,
     prefix_end,
 )
@@ -463,12 +464,6 @@ class SQLiteTable(ScanByRanges):
     def _families(self) -> Mapping[str, GCPolicy]:
         return self.backend.table_info(self.name).families
 
-    def _policy(self, family: str) -> GCPolicy:
-        policy = self._families.get(family)
-        if policy is None:
-            raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
-        return policy
-
     # -- writes ------------------------------------------------------------------
 
     def mutate_rows(self, rows: Sequence[RowMutation]) -> None:
@@ -541,8 +536,8 @@ class SQLiteTable(ScanByRanges):
         """Compare and write in one ``BEGIN IMMEDIATE`` transaction: the write
         lock is held from the read to the commit, so threads and processes
         sharing the file see one winner."""
-        check_check_and_set(key, family, qualifier, expected, value, timestamp_ms)
-        max_nts = _max_nts(self._policy(family), _now_ms())
+        policy = check_check_and_set(key, family, qualifier, expected, value, timestamp_ms, self._families, self.name)
+        max_nts = _max_nts(policy, _now_ms())
         connection = self.backend._connection()
         with self.backend._write_lock, self.backend._errors(f"check and set in {self.name}"):
             with _transaction(connection):
@@ -599,7 +594,7 @@ class SQLiteTable(ScanByRanges):
         ``_IN_CHUNK`` keys (or one for the prefix), in primary-key order: a
         column's newest version comes first (a GROUP BY picking it in SQL
         measured twice as slow)."""
-        max_nts = _max_nts(self._policy(family), _now_ms())
+        max_nts = _max_nts(family_policy(self._families, family, self.name), _now_ms())
         if keys is None:
             end = prefix_end(prefix or b"")
             where, chunks = ("row >= ?" + (" AND row < ?" if end is not None else "")), [
