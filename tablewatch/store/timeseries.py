@@ -524,13 +524,14 @@ class Store:
         to_merge = []
         for row in rows:
             for family, cells in row.cells.items():
-                if len(cells) == 1 or not any(merge.is_merged(q) for q in cells) and not (
-                        self.merge_on_read and self.codec.decode_point_key(row.key)[2] < closed_before):
+                mergeable = len(cells) > 1 and self.merge_on_read and (
+                    self.codec.decode_point_key(row.key)[2] < closed_before)
+                if len(cells) == 1 or not mergeable and not any(merge.is_merged(q) for q in cells):
                     plain.extend(cells[q][0].value for q in sorted(cells))  # qualifiers sort in time order
                     continue
                 points, _ = merge.row_points(row, family)  # see tablewatch.store.merge
                 parts.append(points)
-                if self.merge_on_read and self.codec.decode_point_key(row.key)[2] < closed_before:
+                if mergeable:
                     to_merge.append((row, family, points))
         if to_merge:
             self._merge_rows_read(to_merge)
