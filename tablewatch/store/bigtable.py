@@ -739,10 +739,7 @@ class BigtableTable(ScanByRanges):
         The write is the true branch, or, for ``expected=None`` ("must not
         exist"), the false branch. Not retried (a lost answer must not write
         twice): failures raise StoreUnavailable with the outcome unknown."""
-        check_check_and_set(key, family, qualifier, expected, value, timestamp_ms)
-        policy = self._families.get(family)
-        if policy is None:
-            raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
+        policy = check_check_and_set(key, family, qualifier, expected, value, timestamp_ms, self._families, self.name)
         qualifier = bytes(qualifier)
         steps: list[row_filters.RowFilter] = [
             row_filters.ColumnRangeFilter(family, qualifier, qualifier, inclusive_start=True, inclusive_end=True)

@@ -558,9 +558,7 @@ class HBaseTable(ScanByRanges):
         put carries no timestamp, so the cell gets the server's clock; and an
         absent ``value`` (``expected=None``) or an empty one both match a
         missing cell or a cell holding ``b""``. Sent once, never retried."""
-        check_check_and_set(key, family, qualifier, expected, value, timestamp_ms)
-        if family not in self._families:
-            raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
+        check_check_and_set(key, family, qualifier, expected, value, timestamp_ms, self._families, self.name)
         column = family.encode() + b":" + bytes(qualifier)
         thrift = _thrift_types()
         put = thrift.Mutation(isDelete=False, column=column, value=bytes(value), writeToWAL=True)

@@ -61,17 +61,14 @@ class Points:
 
 
 def decode_cells(cells: Iterable[bytes]) -> Points:
-    """Every point of these chunk values, concatenated (unsorted)."""
-    parts = [chunks.decode(value) for value in cells]
-    if not parts:
-        empty = np.array([], dtype=np.int64)
-        return Points(empty, np.array([], dtype=np.float64), empty.copy())
-    return Points(
-        np.concatenate([p[0] for p in parts]),
-        np.concatenate([p[1] for p in parts]),
-        np.concatenate([p[2] if p[2] is not None else np.full(len(p[0]), chunks.NO_STEP, dtype=np.int64)
-                        for p in parts]),
-    )
+    """Every point of these chunk values, concatenated (unsorted): :func:`chunks.decode_many`."""
+    return Points(*chunks.decode_many(list(cells))[:3])
+
+
+def _chunk_points(cells: dict[bytes, list]) -> Points:
+    """The points of a row's chunks (qualifier -> cells), in qualifier order:
+    qualifiers start with the chunk's first ts, so that is time order."""
+    return decode_cells(cells[q][0].value for q in sorted(cells))
 
 
 def distinct(points: Points) -> Points:
@@ -91,8 +88,7 @@ def row_points(row: Row, family: str) -> tuple[Points, bool]:
     merged chunk (then each distinct point once; else every chunk as written)."""
     cells = row.cells.get(family, {})
     merged = any(is_merged(q) for q in cells)
-    ordered = sorted(cells)  # qualifiers start with the chunk's first ts: time order
-    points = decode_cells(cells[q][0].value for q in ordered)
+    points = _chunk_points(cells)
     return (distinct(points) if merged and len(cells) > 1 else points), merged
 
 
@@ -103,7 +99,7 @@ def merge_mutation(row: Row, family: str, points: Points | None = None) -> RowMu
     cells = row.cells.get(family, {})
     if not needs_merge(cells):
         return None
-    points = distinct(points if points is not None else decode_cells(cells[q][0].value for q in sorted(cells)))
+    points = distinct(points if points is not None else _chunk_points(cells))
     has_steps = bool((points.steps != chunks.NO_STEP).any())
     sets = []
     for start in range(0, len(points.ts), chunks.MAX_CHUNK_POINTS):

@@ -62,6 +62,7 @@ from tablewatch.store.table import (
     check_row_key,
     check_set_cell,
     check_versions,
+    family_policy,
     normalize_columns,
     prefix_end,
 )
@@ -290,8 +291,7 @@ class SQLiteBackend:
         )
         connection = self._connection()
         with self._errors(f"create table {name}"):
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(connection):
                 exists = connection.execute("SELECT 1 FROM tablewatch_tables WHERE name = ?", (name,)).fetchone()
                 if exists:
                     raise TableExists(f"table {name!r} already exists in {self.url}")
@@ -301,24 +301,15 @@ class SQLiteBackend:
                     "qualifier BLOB NOT NULL, nts INTEGER NOT NULL, value BLOB NOT NULL, "
                     "PRIMARY KEY (row, family, qualifier, nts)) WITHOUT ROWID"
                 )
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
 
     def delete_table(self, name: str) -> None:
         connection = self._connection()
         with self._errors(f"delete table {name}"):
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(connection):
                 deleted = connection.execute("DELETE FROM tablewatch_tables WHERE name = ?", (name,)).rowcount
                 if not deleted:
                     raise TableNotFound(f"table {name!r} does not exist in {self.url}")
                 connection.execute(f'DROP TABLE IF EXISTS "cells_{name}"')
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
         self._infos.pop(name, None)
 
     def list_tables(self) -> list[str]:
@@ -361,8 +352,7 @@ class SQLiteBackend:
                 raise ValidationError("family", family, "must match [A-Za-z_][A-Za-z0-9_.-]{0,63}")
         connection = self._connection()
         with self._errors(f"change the families of {name}"):
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(connection):
                 found = connection.execute("SELECT families FROM tablewatch_tables WHERE name = ?", (name,)).fetchone()
                 if not found:
                     raise TableNotFound(f"table {name!r} does not exist in {self.url}")
@@ -371,10 +361,6 @@ class SQLiteBackend:
                                 for f, p in families.items()})
                 connection.execute("UPDATE tablewatch_tables SET families = ? WHERE name = ?",
                                    (json.dumps(current), name))
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
         self._infos.pop(name, None)
 
     def count_rows(self, name: str) -> int:
@@ -493,8 +479,7 @@ class SQLiteTable(ScanByRanges):
                     check_set_cell(mutation)
         connection = self.backend._connection()
         with self.backend._write_lock, self.backend._errors(f"write to {self.name}"):
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(connection):
                 for row in rows:
                     for mutation in row.mutations:
                         if isinstance(mutation, SetCell):
@@ -519,11 +504,6 @@ class SQLiteTable(ScanByRanges):
                         else:
                             raise ValidationError("mutation", mutation, "is not a SetCell, DeleteCells or DeleteRow")
                 self._flush_sets(connection, sets)
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
 
     def set_cells(self, cells: CellColumns) -> None:
         """:func:`tablewatch.store.table.set_cells` in one transaction and one
@@ -539,18 +519,13 @@ class SQLiteTable(ScanByRanges):
             cache = connection.execute("PRAGMA cache_size").fetchone()[0] if big else None
             if big:
                 connection.execute(f"PRAGMA cache_size = -{BIG_WRITE_CACHE_KIB}")
-            connection.execute("BEGIN IMMEDIATE")
             try:
-                connection.executemany(
-                    f"INSERT OR REPLACE INTO {self._sql_name} (row, family, qualifier, nts, value) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    zip(cells.keys, cells.families, cells.qualifiers, nts, cells.values),
-                )
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
+                with _transaction(connection):
+                    connection.executemany(
+                        f"INSERT OR REPLACE INTO {self._sql_name} (row, family, qualifier, nts, value) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        zip(cells.keys, cells.families, cells.qualifiers, nts, cells.values),
+                    )
             finally:
                 if big:
                     connection.execute(f"PRAGMA cache_size = {int(cache)}")
@@ -561,16 +536,11 @@ class SQLiteTable(ScanByRanges):
         """Compare and write in one ``BEGIN IMMEDIATE`` transaction: the write
         lock is held from the read to the commit, so threads and processes
         sharing the file see one winner."""
-        check_check_and_set(key, family, qualifier, expected, value, timestamp_ms)
-        policy = self._families.get(family)
-        if policy is None:
-            raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
-        # nts <= max_nts: the cell is younger than the family's max age
-        max_nts = -(_now_ms() - int(policy.max_age_s * 1000)) if policy.max_age_s is not None else 2**63 - 1
+        policy = check_check_and_set(key, family, qualifier, expected, value, timestamp_ms, self._families, self.name)
+        max_nts = _max_nts(policy, _now_ms())
         connection = self.backend._connection()
         with self.backend._write_lock, self.backend._errors(f"check and set in {self.name}"):
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(connection):
                 newest = connection.execute(
                     f"SELECT value FROM {self._sql_name} WHERE row = ? AND family = ? AND qualifier = ? AND nts <= ? "
                     "ORDER BY nts LIMIT 1",
@@ -584,11 +554,6 @@ class SQLiteTable(ScanByRanges):
                         "VALUES (?, ?, ?, ?, ?)",
                         (key, family, bytes(qualifier), -int(timestamp_ms), bytes(value)),
                     )
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
         return matches
 
     def _flush_sets(self, connection: sqlite3.Connection, sets: list) -> None:
@@ -629,10 +594,7 @@ class SQLiteTable(ScanByRanges):
         ``_IN_CHUNK`` keys (or one for the prefix), in primary-key order: a
         column's newest version comes first (a GROUP BY picking it in SQL
         measured twice as slow)."""
-        policy = self._families.get(family)
-        if policy is None:
-            raise ValidationError("family", family, f"is not a column family of table {self.name!r}")
-        max_nts = -(_now_ms() - int(policy.max_age_s * 1000)) if policy.max_age_s is not None else 2**63 - 1
+        max_nts = _max_nts(family_policy(self._families, family, self.name), _now_ms())
         if keys is None:
             end = prefix_end(prefix or b"")
             where, chunks = ("row >= ?" + (" AND row < ?" if end is not None else "")), [
@@ -718,8 +680,7 @@ class SQLiteTable(ScanByRanges):
         connection = self.backend._connection()
         with self.backend._errors(f"compact {self.name}"):
             for family, policy in self._families.items():
-                connection.execute("BEGIN IMMEDIATE")
-                try:
+                with _transaction(connection):
                     if policy.max_age_s is not None:
                         cutoff = now - int(policy.max_age_s * 1000)
                         removed += connection.execute(
@@ -733,11 +694,6 @@ class SQLiteTable(ScanByRanges):
                             f"FROM {self._sql_name} WHERE family = ?) WHERE n > ?)",
                             (family, policy.max_versions),
                         ).rowcount
-                    connection.execute("COMMIT")
-                except BaseException:
-                    if connection.in_transaction:
-                        connection.execute("ROLLBACK")
-                    raise
         if removed:
             self.backend.reclaim_space()
         return removed
@@ -752,6 +708,26 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _max_nts(policy: GCPolicy, now_ms: int) -> int:
+    """The largest ``nts`` (negated timestamp) of a cell the family's max age
+    still keeps: ``nts <= _max_nts`` means the cell is live."""
+    return -(now_ms - int(policy.max_age_s * 1000)) if policy.max_age_s is not None else 2**63 - 1
+
+
+@contextlib.contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction: ``BEGIN IMMEDIATE`` (the write lock from the
+    start), COMMIT when the block ends, ROLLBACK when it raises."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
 class _RowAssembler:
     """Turns (row, family, qualifier, nts, value) cells in key order into
     :class:`Row` objects, applying the column filter, max age and versions."""
@@ -763,15 +739,7 @@ class _RowAssembler:
         self.limits: dict[str, tuple[int, int]] = {}
         for family, policy in families.items():
             keep = versions if policy.max_versions is None else min(versions, policy.max_versions)
-            # nts <= max_nts means ts >= cutoff
-            max_nts = -(now - int(policy.max_age_s * 1000)) if policy.max_age_s is not None else 2**63 - 1
-            self.limits[family] = (keep, max_nts)
-
-    def _wanted(self, family: str, qualifier: bytes) -> bool:
-        if self.wanted is None:
-            return True
-        families, pairs = self.wanted
-        return family in families or (family, qualifier) in pairs
+            self.limits[family] = (keep, _max_nts(policy, now))
 
     def rows(self, cells: Iterable[tuple]) -> Iterator[Row]:
         limits, wanted = self.limits, self.wanted

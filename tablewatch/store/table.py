@@ -258,16 +258,27 @@ def check_set_cell(mutation: SetCell) -> None:
         raise ValidationError("timestamp_ms", ts, f"must be an integer of milliseconds from 0 to {MAX_TIMESTAMP_MS}")
 
 
+def family_policy(families: Mapping[str, GCPolicy], family: str, table: str) -> GCPolicy:
+    """The GC policy of ``family`` in table ``table``; a ValidationError when it has no such family."""
+    policy = families.get(family)
+    if policy is None:
+        raise ValidationError("family", family, f"is not a column family of table {table!r}")
+    return policy
+
+
 def check_check_and_set(
-    key: bytes, family: str, qualifier: bytes, expected: bytes | None, value: bytes, timestamp_ms: int
-) -> None:
-    """The checks every backend makes on a ``check_and_set`` before sending it."""
+    key: bytes, family: str, qualifier: bytes, expected: bytes | None, value: bytes, timestamp_ms: int,
+    families: Mapping[str, GCPolicy], table: str,
+) -> GCPolicy:
+    """The checks every backend makes on a ``check_and_set`` to table ``table``
+    (with these ``families``) before sending it; the family's GC policy."""
     check_row_key(key)
     if not isinstance(family, str) or not family:
         raise ValidationError("family", family, "must be a family name")
     if expected is not None and not isinstance(expected, (bytes, bytearray, memoryview)):
         raise ValidationError("expected", expected, "must be bytes or None (the cell does not exist)")
     check_set_cell(SetCell(family, qualifier, value, timestamp_ms))
+    return family_policy(families, family, table)
 
 
 def prefix_end(prefix: bytes) -> bytes | None:

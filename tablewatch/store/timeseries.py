@@ -460,9 +460,7 @@ class Store:
             meta = series_json(metric, tags)
             index += self._days.mutations(self._series_row_key(metric, sid), meta, sid, days, POINT_DAYS)
             index += index_rows(metric, tags, sid, meta)
-        # Each series' family (``r`` for a training run's, else ``p``), per chunk.
-        run_family = RUN_POINTS_FAMILY if RUN_POINTS_FAMILY in self._point_families else POINTS_FAMILY
-        by_batch = [run_family if RUN_TAG in tags else POINTS_FAMILY for _, tags, _ in series]
+        by_batch = [self._points_family(metric, tags) for metric, tags, _ in series]
         families = [by_batch[b] for b in cells.batch.tolist()]
         if index:  # index first: a reader never misses written points
             self._index.mutate_rows(sorted(_merge_rows(index), key=lambda row: row.key))
@@ -526,13 +524,14 @@ class Store:
         to_merge = []
         for row in rows:
             for family, cells in row.cells.items():
-                if len(cells) == 1 or not any(merge.is_merged(q) for q in cells) and not (
-                        self.merge_on_read and self.codec.decode_point_key(row.key)[2] < closed_before):
+                mergeable = len(cells) > 1 and self.merge_on_read and (
+                    self.codec.decode_point_key(row.key)[2] < closed_before)
+                if len(cells) == 1 or not mergeable and not any(merge.is_merged(q) for q in cells):
                     plain.extend(cells[q][0].value for q in sorted(cells))  # qualifiers sort in time order
                     continue
                 points, _ = merge.row_points(row, family)  # see tablewatch.store.merge
                 parts.append(points)
-                if self.merge_on_read and self.codec.decode_point_key(row.key)[2] < closed_before:
+                if mergeable:
                     to_merge.append((row, family, points))
         if to_merge:
             self._merge_rows_read(to_merge)
