@@ -85,6 +85,12 @@ _EXACT_INTEGER = float(2**53)
 #: flags, value kind, decimal digits, widths of ts, values and steps, point count
 _HEADER = struct.Struct("<BBBBBBI")
 _SAMPLE_POINTS = 64
+#: :func:`decode_many` decodes chunks of one layout and one point count as a
+#: 2-D block when there are at least this many of them.
+BLOCK_CHUNKS = 8
+#: ... and places a group's points with slice copies when its chunks form fewer
+#: runs than this among all the chunks (else with one scatter).
+PLACE_RUNS = 256
 
 _codecs = threading.local()  # one compressor and decompressor per thread (not thread-safe)
 
@@ -421,17 +427,98 @@ def decode_many(values: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.nda
     decompress = _decompressor().decompress
     for (has_steps, *layout), members in groups.items():
         bodies = [decompress(memoryview(values[i])[_HEADER.size :]) for i in members]
+        members = np.array(members, dtype=np.int64)
         n = counts[members]
-        group_ts, group_values, group_steps = _unpack_streams_many(bodies, n, tuple(layout), bool(has_steps))
-        where: slice | np.ndarray = slice(None)
-        if len(members) < len(values):  # each point's place among all the chunks' points
-            where = np.arange(len(group_ts), dtype=np.int64)
-            where += np.repeat(offsets[members] - (np.cumsum(n) - n), n)
-        ts[where] = group_ts
-        out_values[where] = group_values
-        if group_steps is not None:
-            steps[where] = group_steps
+        # Chunks of one point count (a bulk write's full buckets) form a 2-D
+        # block each: whole-block reshapes, no index arithmetic per point.
+        sizes, size_of, per_size = np.unique(n, return_inverse=True, return_counts=True)
+        in_block = per_size[size_of] >= BLOCK_CHUNKS
+        for size in sizes[per_size >= BLOCK_CHUNKS].tolist():
+            which = np.flatnonzero(n == size)
+            decoded = _unpack_block([bodies[j] for j in which.tolist()], size, tuple(layout), bool(has_steps))
+            _place(offsets, members[which], n[which], decoded, ts, out_values, steps, len(values))
+        rest = np.flatnonzero(~in_block)
+        if len(rest):
+            decoded = _unpack_streams_many([bodies[j] for j in rest.tolist()], n[rest], tuple(layout), bool(has_steps))
+            _place(offsets, members[rest], n[rest], decoded, ts, out_values, steps, len(values))
     return ts, out_values, steps, counts
+
+
+def _place(offsets: np.ndarray, members: np.ndarray, n: np.ndarray,
+           decoded: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+           ts: np.ndarray, values: np.ndarray, steps: np.ndarray, chunk_count: int) -> None:
+    """Write the points of the chunks ``members`` (``n`` points each, decoded
+    and concatenated) to their places among all the chunks' points."""
+    if len(members) == chunk_count:
+        where: list[tuple[slice, slice]] | np.ndarray = [(slice(None), slice(None))]
+    else:
+        # Runs of consecutive chunks are consecutive points: copied a slice at a
+        # time when there are few runs, else scattered point by point.
+        breaks = np.flatnonzero(np.diff(members) != 1) + 1
+        if len(breaks) < PLACE_RUNS:
+            firsts, ends = np.r_[0, breaks], np.r_[breaks, len(members)]
+            decoded_at = np.r_[0, np.cumsum(n)]
+            where = [(slice(offsets[members[a]], offsets[members[b - 1] + 1]), slice(decoded_at[a], decoded_at[b]))
+                     for a, b in zip(firsts.tolist(), ends.tolist())]
+        else:
+            where = np.arange(len(decoded[0]), dtype=np.int64)
+            where += np.repeat(offsets[members] - (np.cumsum(n) - n), n)
+    if isinstance(where, np.ndarray):
+        ts[where], values[where] = decoded[0], decoded[1]
+        if decoded[2] is not None:
+            steps[where] = decoded[2]
+        return
+    for into, source in where:
+        ts[into], values[into] = decoded[0][source], decoded[1][source]
+        if decoded[2] is not None:
+            steps[into] = decoded[2][source]
+
+
+def _unpack_block(
+    bodies: list[bytes], n: int, layout: tuple[int, ...], has_steps: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`unpack_streams` of chunks of ``n`` points each and one layout,
+    concatenated: their bodies are rows of one 2-D array."""
+    kind, digits, ts_width, value_width, step_width = layout
+    widths = (ts_width, value_width, step_width) if has_steps else (ts_width, value_width)
+    if any(width not in _WIDTHS for width in widths) or kind not in (XOR, DECIMAL) or (kind == XOR and value_width != 8):
+        raise ValueError(f"packed chunk: layout {layout} is not a known one")
+    size = _stream_bytes(n, ts_width) + _stream_bytes(n, value_width) + (_stream_bytes(n, step_width) if has_steps else 0)
+    if any(len(body) != size for body in bodies):
+        raise ValueError(f"packed chunk: the bodies do not hold their points in layout {layout}")
+    block = np.frombuffer(b"".join(bodies), dtype=np.uint8).reshape(len(bodies), size)
+    ts = _block_integers(block, 0, n, ts_width, order=2)
+    at = _stream_bytes(n, ts_width)
+    if kind == XOR:
+        values = np.bitwise_xor.accumulate(_block_words(block, at, n, 8), axis=1).view("<f8")
+    else:
+        values = _block_integers(block, at, n, value_width, order=1).astype(np.float64)
+        values /= 10.0**digits
+    at += _stream_bytes(n, value_width)
+    steps = _block_integers(block, at, n, step_width, order=2).ravel() if has_steps else None
+    return ts.ravel(), values.ravel(), steps
+
+
+def _block_words(block: np.ndarray, at: int, n: int, width: int) -> np.ndarray:
+    """:func:`_unshuffle` of each row's stream of ``n`` words at column ``at``: (rows, n)."""
+    planes = block[:, at : at + n * width].reshape(len(block), width, n)
+    return np.ascontiguousarray(planes.transpose(0, 2, 1)).view(f"<u{width}").reshape(len(block), n)
+
+
+def _block_integers(block: np.ndarray, at: int, n: int, width: int, order: int) -> np.ndarray:
+    """:func:`_unpack_integers` of each row's stream at column ``at``: (rows, n) int64."""
+    first = np.ascontiguousarray(block[:, at : at + 8]).view("<i8")
+    if width == REGULAR:
+        stride = np.ascontiguousarray(block[:, at + 8 : at + 16]).view("<i8")
+        return first + stride * np.arange(n, dtype=np.int64)  # wraps like the deltas did
+    deltas = np.empty((len(block), n), dtype=np.int64)
+    deltas[:, :1] = first
+    if n > 1:
+        words = _block_words(block, at + 8, n - 1, width)
+        deltas[:, 1:] = _unzigzag_table(width)[words] if width <= 2 else _unzigzag(words.astype(np.uint64))
+    if order == 2 and n > 2:
+        np.cumsum(deltas[:, 1:], axis=1, out=deltas[:, 1:])
+    return np.cumsum(deltas, axis=1, out=deltas)
 
 
 def _unpack_streams_many(

@@ -176,6 +176,31 @@ def test_decode_many_gives_every_chunks_points_bit_for_bit(data):
     assert_same_bits((ts, values, steps), *(np.concatenate([e[i] for e in expected]) for i in range(3)))
 
 
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_decode_many_of_chunks_sharing_a_point_count_is_bit_for_bit(data):
+    """A bulk write's full buckets: many chunks of one layout and one point
+    count, decoded as 2-D blocks, among chunks of other counts and layouts."""
+    shared = data.draw(st.sampled_from([8, 9, 70, 3600]))
+    others = data.draw(st.lists(st.sampled_from([1, 2, 3, 9, 70, 71]), max_size=30))
+    counts = data.draw(st.permutations([shared] * data.draw(st.integers(chunks.BLOCK_CHUNKS, 20)) + others))
+    chunk_values, expected = [], []
+    for i, n in enumerate(counts):
+        start = T0_US + i * 10**10
+        ts = start + (np.arange(n) * 6_000_000 if i % 3 else np.sort(rng.integers(0, 10**9, n)))
+        values = rng.lognormal(0, 1, n) if i % 2 else np.round(rng.normal(size=n), 3)
+        steps = np.arange(n) + i * 100 if i % 4 == 1 else None
+        chunk_values.append(chunks.encode(ts, values, steps)[1])
+        expected.append((ts, values, steps if steps is not None else np.full(n, chunks.NO_STEP, dtype=np.int64)))
+    ts, values, steps, found = chunks.decode_many(chunk_values)
+    assert found.tolist() == counts
+    assert_same_bits((ts, values, steps), *(np.concatenate([e[i] for e in expected]) for i in range(3)))
+    one_by_one = [chunks.decode(value) for value in chunk_values]
+    assert_same_bits((ts, values, steps), *(np.concatenate([
+        part[i] if part[i] is not None else np.full(len(part[0]), chunks.NO_STEP) for part in one_by_one])
+        for i in range(3)))
+
+
 def test_decode_many_refuses_a_damaged_chunk_like_decode():
     _, good = chunks.encode(REGULAR, latency_4_digits(), None)
     with pytest.raises(ValueError, match="layout"):
