@@ -95,6 +95,16 @@ class KeyCodec:
             keys += self.point_keys(sid, max(start_us, day * DAY_US), min(end_us, (day + 1) * DAY_US))
         return keys
 
+    def point_ranges(self, sid: bytes, first: int, last: int) -> list[tuple[bytes, bytes]]:
+        """Key ranges holding exactly the buckets ``first`` to ``last`` (both
+        included) of a series, one per salt: within a salt and a series, key
+        order is time order, and the salt moves on by one with each bucket."""
+        ranges = []
+        for bucket in range(first, min(first + self.salt_buckets, last + 1)):
+            final = bucket + (last - bucket) // self.salt_buckets * self.salt_buckets
+            ranges.append((self.point_key(sid, bucket), self.point_key(sid, final) + b"\x00"))  # the next key after it
+        return ranges
+
     # -- task runs: bucketed by day ------------------------------------------------
 
     def task_prefix(self, tid: bytes, day: int) -> bytes:

@@ -376,6 +376,22 @@ def newest_values(
     return [(row.key, qualifier, cells[0].value) for row in rows for qualifier, cells in row.cells.get(family, {}).items()]
 
 
+def newest_cells(
+    table: Table, ranges: Sequence[tuple[bytes | None, bytes | None]], families: Sequence[str]
+) -> list[tuple[bytes, str, bytes, int, bytes]]:
+    """(row key, family, qualifier, timestamp ms, value) of the newest live
+    version of every column of ``families`` in the rows of ``ranges``
+    (half-open, not overlapping), rows in key order and a row's cells grouped
+    by family: the table's own ``newest_cells`` when it has one (the embedded
+    store: one query per range, no Row or Cell per cell), else ``scan_ranges``."""
+    fast = getattr(table, "newest_cells", None)
+    if fast is not None:
+        return fast(ranges, families)
+    return [(row.key, family, qualifier, cells[0].timestamp_ms, cells[0].value)
+            for row in table.scan_ranges(ranges, columns=list(families))
+            for family, columns in row.cells.items() for qualifier, cells in columns.items()]
+
+
 def check_cell_columns(cells: CellColumns, families: Mapping[str, object], table: str) -> None:
     """The checks of :func:`check_row_key` and :func:`check_set_cell` on every
     cell, a column at a time; a failure is named as the per-cell check names it."""

@@ -25,11 +25,13 @@ series per day, not per point, so they never carry a hot write load.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,8 +51,19 @@ from tablewatch.store.downsample import aggregate, minmax_indices
 from tablewatch.store.dayindex import DayIndex, days_in, overlaps
 from tablewatch.store.keys import DAY_US, US_PER_S, KeyCodec, day_of, task_id
 from tablewatch.store.lru import LRU
-from tablewatch.store.names import Series, series_id, validate_metric, validate_tags
-from tablewatch.store.table import Backend, CellColumns, GCPolicy, RowMutation, SetCell, check_limit, set_cells
+from tablewatch.store.names import SERIES_ID_BYTES, Series, series_id, validate_metric, validate_tags
+from tablewatch.store.table import (
+    Backend,
+    Cell,
+    CellColumns,
+    GCPolicy,
+    Row,
+    RowMutation,
+    SetCell,
+    check_limit,
+    newest_cells,
+    set_cells,
+)
 from tablewatch.store.tagindex import TagIndex, index_rows, series_json
 from tablewatch.store.tagindex import matches as _tags_match  # noqa: F401 - tablewatch.alerts imports it here
 from tablewatch.store.runs import TrainingRun, validate_training_run
@@ -509,47 +522,70 @@ class Store:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Like :meth:`read_points`, as numpy arrays (ts in int64 µs, values,
         steps with ``chunks.NO_STEP`` where a point has none)."""
-        metric, _, sid = self._resolve(metric, tags)
+        return self._read_arrays_of([self._resolve(metric, tags)], start, end)[0]
+
+    def read_arrays_many(
+        self, series: Sequence[Series], start: Any = None, end: Any = None
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """:meth:`read_arrays` of several series (``Series(metric, tags)``, the
+        tags exact), in the order given, with one read of their day index rows,
+        one of their points (a key range per salt bucket a series' time range
+        touches, rather than a key per bucket) and one decoding of their chunks."""
+        return self._read_arrays_of([self._resolve(s.metric, s.tags) for s in series], start, end)
+
+    def _read_arrays_of(
+        self, resolved: Sequence[tuple[str, dict[str, str], bytes]], start: Any, end: Any
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         start_us, end_us = time_range(start, end)
         if self._points_max_age_us is not None:
             start_us = max(start_us, now_us() - self._points_max_age_us)
-        days = self._days.days(self._series_row_key(metric, sid), POINT_DAYS)
-        keys = self.codec.point_keys_on_days(sid, days, start_us, end_us)
-        rows = self._points.read_rows(keys, columns=self._point_families)
-        # Rows come back in salt order: sorting by key within a series is time order.
-        rows.sort(key=lambda row: row.key[1:])
+        index_keys = {sid: self._series_row_key(metric, sid) for metric, _, sid in resolved}
+        index_rows = {row.key: row for row in self._index.read_rows(index_keys.values(), columns=[POINT_DAYS])}
+        ranges = []
+        for sid, index_key in index_keys.items():
+            row = index_rows.get(index_key)
+            days = [d for d in days_in(row, POINT_DAYS) if overlaps(d, start_us, end_us)] if row else []
+            if days:
+                first = self.codec.bucket_of(max(start_us, days[0] * DAY_US))
+                last = self.codec.bucket_of(min(end_us, (days[-1] + 1) * DAY_US) - 1)
+                ranges += self.codec.point_ranges(sid, first, last)
+        cells = newest_cells(self._points, ranges, self._point_families) if ranges else []
         closed_before = self.codec.bucket_of(now_us() - merge.CLOSED_AFTER_S * US_PER_S)
-        plain: list[bytes] = []  # chunk values of rows read as written, decoded together
-        parts = []  # points of the other rows: merged ones (distinct points) and those to merge now
+        plain: list[tuple[tuple[bytes, str, bytes], bytes]] = []  # chunks read as written, decoded together
+        parts: dict[bytes, list[merge.Points]] = defaultdict(list)  # merged rows, and rows to merge now
         to_merge = []
-        for row in rows:
-            for family, cells in row.cells.items():
-                mergeable = len(cells) > 1 and self.merge_on_read and (
-                    self.codec.decode_point_key(row.key)[2] < closed_before)
-                if len(cells) == 1 or not mergeable and not any(merge.is_merged(q) for q in cells):
-                    plain.extend(cells[q][0].value for q in sorted(cells))  # qualifiers sort in time order
-                    continue
-                points, _ = merge.row_points(row, family)  # see tablewatch.store.merge
-                parts.append(points)
-                if mergeable:
-                    to_merge.append((row, family, points))
+        for (key, family), group in itertools.groupby(cells, key=itemgetter(0, 1)):
+            first_cell = next(group)
+            rest = list(group)
+            if not rest:
+                plain.append(((key[1:], family, first_cell[2]), first_cell[4]))
+                continue
+            columns = {qualifier: [Cell(value, timestamp_ms)]
+                       for _, _, qualifier, timestamp_ms, value in (first_cell, *rest)}
+            mergeable = self.merge_on_read and self.codec.decode_point_key(key)[2] < closed_before
+            if not mergeable and not any(merge.is_merged(q) for q in columns):
+                plain += [((key[1:], family, q), cell[0].value) for q, cell in columns.items()]
+                continue
+            row = Row(key, {family: columns})
+            points, _ = merge.row_points(row, family)  # see tablewatch.store.merge
+            parts[key[1 : 1 + SERIES_ID_BYTES]].append(points)
+            if mergeable:
+                to_merge.append((row, family, points))
         if to_merge:
             self._merge_rows_read(to_merge)
+        # Sorted by key without the salt, then qualifier (which starts with the
+        # chunk's first ts): each series' chunks together, in time order.
+        plain.sort(key=itemgetter(0))
         if plain:
-            parts.insert(0, merge.Points(*chunks.decode_many(plain)[:3]))
-        if not parts:
-            empty = np.array([], dtype=np.int64)
-            return empty, np.array([], dtype=np.float64), empty.copy()
-        ts = np.concatenate([p.ts for p in parts]) if len(parts) > 1 else parts[0].ts
-        values = np.concatenate([p.values for p in parts]) if len(parts) > 1 else parts[0].values
-        steps = np.concatenate([p.steps for p in parts]) if len(parts) > 1 else parts[0].steps
-        if len(ts) > 1 and not (ts[1:] >= ts[:-1]).all():
-            order = np.argsort(ts, kind="stable")
-            ts, values, steps = ts[order], values[order], steps[order]
-        lo, hi = np.searchsorted(ts, [start_us, end_us])
-        if lo > 0 or hi < len(ts):
-            ts, values, steps = ts[lo:hi], values[lo:hi], steps[lo:hi]
-        return ts, values, steps
+            ts, values, steps, counts = chunks.decode_many([value for _, value in plain])
+            offsets = np.r_[0, np.cumsum(counts)]
+            sids = [sort_key[0][:SERIES_ID_BYTES] for sort_key, _ in plain]
+            firsts = [i for i in range(len(sids)) if i == 0 or sids[i] != sids[i - 1]]
+            for lo, hi in zip(firsts, [*firsts[1:], len(sids)]):
+                a, b = offsets[lo], offsets[hi]
+                parts[sids[lo]].insert(0, merge.Points(ts[a:b], values[a:b], steps[a:b]))
+        found = {sid: _in_range(parts.get(sid, []), start_us, end_us) for sid in index_keys}
+        return [found[sid] for _, _, sid in resolved]
 
     # -- merging closed buckets (see tablewatch.store.merge) -------------------------------
 
@@ -887,6 +923,23 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.url!r}, salt_buckets={self.codec.salt_buckets}, bucket_seconds={self.codec.bucket_seconds})"
+
+
+def _in_range(parts: list[merge.Points], start_us: int, end_us: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The points of a series read in parts, in time order, ``start_us <= ts < end_us``."""
+    if not parts:
+        empty = np.array([], dtype=np.int64)
+        return empty, np.array([], dtype=np.float64), empty.copy()
+    ts = np.concatenate([p.ts for p in parts]) if len(parts) > 1 else parts[0].ts
+    values = np.concatenate([p.values for p in parts]) if len(parts) > 1 else parts[0].values
+    steps = np.concatenate([p.steps for p in parts]) if len(parts) > 1 else parts[0].steps
+    if len(ts) > 1 and not (ts[1:] >= ts[:-1]).all():
+        order = np.argsort(ts, kind="stable")
+        ts, values, steps = ts[order], values[order], steps[order]
+    lo, hi = np.searchsorted(ts, [start_us, end_us])
+    if lo > 0 or hi < len(ts):
+        ts, values, steps = ts[lo:hi], values[lo:hi], steps[lo:hi]
+    return ts, values, steps
 
 
 def _tag_text(tags: Mapping[str, str]) -> str:

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from tablewatch.errors import TableExists, TableNotFound, ValidationError
-from tablewatch.store.table import Cell, CellColumns, DeleteCells, DeleteRow, GCPolicy, RowMutation, SetCell, newest_values, set_cells
+from tablewatch.store.table import Cell, CellColumns, DeleteCells, DeleteRow, GCPolicy, RowMutation, SetCell, newest_cells, newest_values, set_cells
 
 NOW_MS = int(time.time() * 1000)
 
@@ -117,18 +117,38 @@ class TableContract:
             set_cells(table, CellColumns([b""], ["a"], [b"q"], [b"x"], [NOW_MS]))
         assert table.read_rows([b"r4", b"r5"]) == []
 
-    def test_newest_values_gives_each_columns_newest_version(self, table):
+    @staticmethod
+    def put_versions_of_two_rows(table, family_a_value: bytes) -> None:
         put(table, b"r1", "v", b"q", b"old", NOW_MS - 5)
         put(table, b"r1", "v", b"q", b"new", NOW_MS)
         put(table, b"r1", "v", b"p", b"other", NOW_MS - 9)
-        put(table, b"r1", "a", b"q", b"not this family")
+        put(table, b"r1", "a", b"q", family_a_value)
         put(table, b"r2", "v", b"q", b"second row")
+
+    def test_newest_values_gives_each_columns_newest_version(self, table):
+        self.put_versions_of_two_rows(table, b"not this family")
         found = newest_values(table, [b"r2", b"r1", b"absent"], "v")
         assert sorted(found) == [(b"r1", b"p", b"other"), (b"r1", b"q", b"new"), (b"r2", b"q", b"second row")]
         put(table, b"s1", "v", b"q", b"not this prefix")
         assert sorted(newest_values(table, None, "v", prefix=b"r")) == sorted(found)
         with pytest.raises(ValidationError, match="family"):
             newest_values(table, [b"r1"], "nope")
+
+    def test_newest_cells_of_key_ranges(self, table):
+        self.put_versions_of_two_rows(table, b"family a")
+        put(table, b"r3", "a", b"q", b"out of the ranges")
+        put(table, b"s1", "v", b"q", b"second range")
+        found = newest_cells(table, [(b"s", None), (b"r1", b"r3")], ["v", "a"])
+        assert [cell[0] for cell in found] == [b"r1"] * 3 + [b"r2", b"s1"]  # rows in key order
+        assert [cell[1] for cell in found[:3]] in (["a", "v", "v"], ["v", "v", "a"])  # a row's families together
+        assert sorted(found) == [
+            (b"r1", "a", b"q", NOW_MS, b"family a"), (b"r1", "v", b"p", NOW_MS - 9, b"other"),
+            (b"r1", "v", b"q", NOW_MS, b"new"), (b"r2", "v", b"q", NOW_MS, b"second row"),
+            (b"s1", "v", b"q", NOW_MS, b"second range")]
+        assert newest_cells(table, [(b"r1", b"r2")], ["a"]) == [(b"r1", "a", b"q", NOW_MS, b"family a")]
+        assert newest_cells(table, [(b"x", b"y")], ["a", "v"]) == []
+        with pytest.raises(ValidationError, match="family"):
+            newest_cells(table, [(b"r1", b"r2")], ["nope"])
 
     # -- deletes -----------------------------------------------------------------------
 

@@ -66,3 +66,15 @@ def test_series_id_depends_on_tags_not_their_order(metric, tags, other):
     assert series_id(metric, tags) == series_id(metric, reordered)
     if other != tags:
         assert series_id(metric, tags) != series_id(metric, other)
+
+
+@settings(max_examples=50, deadline=None)
+@given(codecs, metrics, st.integers(0, 10**6), st.integers(0, 300))
+def test_point_ranges_hold_exactly_the_buckets_asked_for(codec, metric, first, count):
+    sid, other = series_id(metric, {}), series_id(metric + "x", {})
+    last = first + count
+    ranges = codec.point_ranges(sid, first, last)
+    assert len(ranges) == min(codec.salt_buckets, count + 1)
+    near = [codec.point_key(s, b) for s in (sid, other) for b in range(max(0, first - 40), last + 40)]
+    inside = {key for key in near if any(low <= key < high for low, high in ranges)}
+    assert inside == {codec.point_key(sid, b) for b in range(first, last + 1)}

@@ -14,6 +14,7 @@ import pytest
 
 from tablewatch import Series, TaskRun, TrainingRun
 from tablewatch.errors import ValidationError
+from tablewatch.store import chunks
 
 T0 = float(int(time.time()) // 86400 * 86400 - 7 * 86400)  # a day boundary a week ago: inside the default 30-day points retention
 
@@ -268,6 +269,35 @@ class TimeSeriesContract:
         assert len(store.read_points("m")) == 15
         assert _cells(store) == 1 + 5  # the old bucket merged by the read; the open one left as written
         assert store.read_points("m")["value"].tolist()[:10] == [float(i) for i in range(10)]
+
+    def test_read_arrays_many_reads_what_read_arrays_reads(self, store):
+        # Three days of 10-minute points (every bucket, every salt), a series
+        # with gaps of days, one of steps, one with rows of several chunks: one
+        # merged, one small chunk a point not merged (merge_on_read off).
+        ts = T0 + np.arange(0, 3 * 86400, 600.0)
+        store.write_points("task.duration_s", {"task": "a"}, ts, np.sin(ts))
+        store.write_points("task.duration_s", {"task": "b"}, np.r_[ts[:20], ts[-20:]], np.arange(40.0))
+        store.write_points("train.loss", {"run": "r1"}, ts, np.cos(ts), steps=np.arange(len(ts)))
+        for i in range(30):
+            store.write_points("task.duration_s", {"task": "c"}, [T0 + 37 * i], [float(i)])
+        store.write_points("task.duration_s", {"task": "d"}, [T0 + 5.0, T0 + 7200.0], [1.0, 2.0])
+        store.write_points("task.duration_s", {"task": "d"}, [T0 + 6.0, T0 + 7201.0], [3.0, 4.0])
+        store.merge_closed_buckets()
+        store.write_points("task.duration_s", {"task": "d"}, [T0 + 5.0], [1.0])  # a replay after the merge
+        store.merge_on_read = False
+        series = [Series("task.duration_s", {"task": t}) for t in ("b", "a", "c", "d", "nothing", "a")]
+        series.insert(2, Series("train.loss", {"run": "r1"}))
+        for start, end in ((None, None), (T0 + 3000, T0 + 2 * 86400 + 1234), (T0 + 86400, T0 + 86400 + 1)):
+            many = store.read_arrays_many(series, start, end)
+            assert len(many) == len(series)
+            for one, arrays in zip(series, many):
+                for got, expected in zip(arrays, store.read_arrays(one.metric, one.tags, start, end)):
+                    np.testing.assert_array_equal(got, expected)
+        b, a, r1, c, d, nothing, a_again = store.read_arrays_many(series)
+        assert len(a[0]) == len(ts) and (np.diff(a[0]) > 0).all() and len(b[0]) == 40 and len(c[0]) == 30
+        assert r1[2].tolist() == list(range(len(ts))) and (a[2] == chunks.NO_STEP).all()
+        assert d[1].tolist() == [1.0, 3.0, 2.0, 4.0] and len(nothing[0]) == 0 and a_again[1].tolist() == a[1].tolist()
+        assert store.read_arrays_many([]) == []
 
     def test_tag_index_finds_series_of_a_store_written_before_it(self, store):
         from tablewatch.store import Store
