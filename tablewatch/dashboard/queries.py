@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from tablewatch.errors import ValidationError
+from tablewatch.store.chunks import NO_STEP
 from tablewatch.store.downsample import aggregate, minmax_indices
 from tablewatch.alerts import detectors
 from tablewatch.alerts.detectors import DriftResult
@@ -126,23 +127,30 @@ def has_any_data(store: Store) -> bool:
 # -- tasks -------------------------------------------------------------------------------------
 
 
-def _task_arrays(store: Store, metric: str, pipeline: str, task: str, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
-    """Points of ``metric`` of one task, time-sorted, over every series tagged
-    with the pipeline and task (a collector may add tags of its own)."""
-    parts = [store.read_arrays(metric, series.tags, _dt(start), _dt(end))[:2]
-             for series in store.find_series(metric, pipeline=pipeline, task=task)]
-    if len(parts) == 1:
-        return parts[0]
-    if not parts:
-        return np.array([], dtype=np.int64), np.array([], dtype=np.float64)
-    ts, values = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    order = np.argsort(ts, kind="stable")
-    return ts[order], values[order]
+def _task_arrays(store: Store, metric: str, pipeline: str, tasks: Sequence[str], start: float,
+                 end: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Points (ts, values) of ``metric`` of each task, time-sorted, over every
+    series tagged with the pipeline and the task (a collector may add tags of
+    its own): one series lookup and one read for all the tasks."""
+    found = store.find_series(metric, pipeline=pipeline, task=list(tasks)) if tasks else []
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    for series, (ts, values, _) in zip(found, store.read_arrays_many(found, _dt(start), _dt(end))):
+        parts[series.tags["task"]].append((ts, values))
+    arrays = []
+    for task in tasks:
+        if len(parts[task]) == 1:
+            arrays.append(parts[task][0])
+            continue
+        ts = np.concatenate([p[0] for p in parts[task]] or [np.array([], dtype=np.int64)])
+        values = np.concatenate([p[1] for p in parts[task]] or [np.array([], dtype=np.float64)])
+        order = np.argsort(ts, kind="stable")
+        arrays.append((ts[order], values[order]))
+    return arrays
 
 
 def task_durations(store: Store, pipeline: str, tasks: Sequence[str], start: float, end: float,
                    max_points: int | None = None, every: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Durations of each task's attempts (``task.duration_s``), read once per task:
+    """Durations of each task's attempts (``task.duration_s``), read in one go:
 
     - the points, downsampled per task to ``max_points`` (default:
       :func:`points_per_trace`; min/max per bucket, spikes kept): columns
@@ -153,28 +161,43 @@ def task_durations(store: Store, pipeline: str, tasks: Sequence[str], start: flo
       fits the range in :data:`TARGET_BUCKETS` buckets and gives a task about
       :data:`POINTS_PER_BAND` attempts per bucket, so that a band means something.
     """
-    point_frames, band_frames = [], []
     max_points = max_points or points_per_trace(len(tasks))
-    for task in tasks:
-        ts, values = _task_arrays(store, DURATION_METRIC, pipeline, task, start, end)
-        keep = minmax_indices(ts, values, max_points)
-        point_frames.append(pd.DataFrame({"task": task, "ts": pd.to_datetime(ts[keep], unit="us", utc=True),
-                                          "value": values[keep]}))
-        width = every or bucket_width(start, end, len(ts) / POINTS_PER_BAND)
-        band_frames.append(duration_bands(ts, values, width).assign(task=task))
-    points = _concat(point_frames, {"task": str, "ts": "datetime64[us, UTC]", "value": float})
-    bands = _concat([frame[["task", "bucket", "count", "mean", "p50", "p95"]] for frame in band_frames], {"task": str, "bucket": "datetime64[us, UTC]", "count": int, "mean": float,
-                                  "p50": float, "p95": float})
+    arrays = _task_arrays(store, DURATION_METRIC, pipeline, tasks, start, end)
+    kept = [minmax_indices(ts, values, max_points) for ts, values in arrays]
+    names = np.array(list(tasks), dtype=object)
+    points = pd.DataFrame({
+        "task": pd.array(np.repeat(names, [len(keep) for keep in kept]), dtype="str"),
+        "ts": pd.to_datetime(np.concatenate([ts[keep] for (ts, _), keep in zip(arrays, kept)] or [np.array([], np.int64)]),
+                             unit="us", utc=True),
+        "value": np.concatenate([values[keep] for (_, values), keep in zip(arrays, kept)] or [np.array([])]),
+    }) if any(len(keep) for keep in kept) else _concat([], POINT_COLUMNS)
+    finite = [np.isfinite(values) for _, values in arrays]
+    widths = np.array([every or bucket_width(start, end, len(ts) / POINTS_PER_BAND) for ts, _ in arrays], dtype=np.int64)
+    sizes = [int(keep.sum()) for keep in finite]
+    if not sum(sizes):
+        return points, _concat([], BAND_COLUMNS)
+    task_of = np.repeat(np.arange(len(arrays)), sizes)
+    ids = np.concatenate([ts[keep] // (width * US_PER_S) for (ts, _), keep, width in zip(arrays, finite, widths)])
+    values = np.concatenate([values[keep] for (_, values), keep in zip(arrays, finite)])
+    task_starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    first = np.r_[True, (ids[1:] != ids[:-1]) | (task_of[1:] != task_of[:-1])]
+    starts, stats = _band_stats(first, values, task_starts[task_of[first]])
+    width_us = widths[task_of[starts]] * US_PER_S
+    middle = (ids[starts] * width_us + width_us // 2).astype("datetime64[us]")
+    bands = pd.DataFrame({"task": pd.array(names[task_of[starts]], dtype="str"),
+                          "bucket": pd.to_datetime(middle, utc=True), **stats})
     return points, bands
+
+
+POINT_COLUMNS = {"task": str, "ts": "datetime64[us, UTC]", "value": float}
+BAND_COLUMNS = {"task": str, "bucket": "datetime64[us, UTC]", "count": int, "mean": float, "p50": float, "p95": float}
 
 
 def duration_bands(ts: np.ndarray, values: np.ndarray, width_s: int) -> pd.DataFrame:
     """Per bucket of ``width_s`` seconds (aligned on the epoch) of time-sorted
     points: ``bucket`` (its middle), ``count``, ``mean``, ``p50``, ``p95`` of the
     finite values, with the store's quantile rule (linear between order
-    statistics, as ``Store.aggregate``). Faster than it on sorted input: the
-    buckets are already in order, so each bucket's values are sorted on their
-    own (rows of a grid padded with +inf) instead of one two-key sort of all."""
+    statistics, as ``Store.aggregate``)."""
     keep = np.isfinite(values)
     ts, values = ts[keep], values[keep]
     columns = ["bucket", "count", "mean", "p50", "p95"]
@@ -182,36 +205,47 @@ def duration_bands(ts: np.ndarray, values: np.ndarray, width_s: int) -> pd.DataF
         return pd.DataFrame({"bucket": pd.to_datetime(np.array([], dtype="datetime64[us]"), utc=True),
                              **{name: np.array([], dtype=np.float64) for name in columns[1:]}})
     ids = ts // (width_s * US_PER_S)
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    counts = np.diff(np.r_[starts, len(ids)])
+    starts, stats = _band_stats(np.r_[True, ids[1:] != ids[:-1]], values)
+    middle = (ids[starts] * width_s * US_PER_S + width_s * US_PER_S // 2).astype("datetime64[us]")
+    return pd.DataFrame({"bucket": pd.to_datetime(middle, utc=True), **stats})[columns]
+
+
+def _band_stats(first: np.ndarray, values: np.ndarray,
+                origin: np.ndarray | int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(each group's first index, its ``count``, ``mean``, ``p50``, ``p95``) of
+    finite ``values`` in groups of consecutive points, a group starting where
+    ``first`` is True; ``origin``: per group, the index where its series starts
+    (the quantiles' arithmetic is per series, as the store's). Faster than ``Store.aggregate`` on time-sorted input: the
+    groups are already in order, so each group's values are sorted on their own
+    (rows of a grid padded with +inf) instead of one two-key sort of all."""
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.r_[starts, len(values)])
     group = np.repeat(np.arange(len(starts), dtype=np.int64), counts)
-    if counts.max() * len(starts) <= 4 * len(values):  # buckets of similar sizes: sort each in a row of a grid
+    if counts.max() * len(starts) <= 4 * len(values):  # groups of similar sizes: sort each in a row of a grid
         grid = np.full((len(starts), counts.max()), np.inf)
         grid[group, np.arange(len(values)) - starts[group]] = values
         grid.sort(axis=1)
         ordered, row_starts = grid.ravel(), np.arange(len(starts), dtype=np.int64) * grid.shape[1]
-    else:  # one stable sort by value, then a radix sort by bucket
+    else:  # one stable sort by value, then a radix sort by group
         by_value = np.argsort(values, kind="stable")
         group_type = np.int16 if len(starts) < 2**15 else np.int64  # 16-bit keys sort by radix
         ordered, row_starts = values[by_value[np.argsort(group[by_value].astype(group_type), kind="stable")]], starts
-    result = {"count": counts, "mean": np.add.reduceat(values, starts) / counts}
+    stats = {"count": counts, "mean": np.add.reduceat(values, starts) / counts}
     for name, q in (("p50", 0.50), ("p95", 0.95)):
-        position = starts + q * (counts - 1)  # the store's arithmetic, rounding included
+        position = (starts - origin) + q * (counts - 1)  # the store's arithmetic, rounding included
         low = np.floor(position).astype(np.int64)
         fraction = position - low
-        low += row_starts - starts
+        low += row_starts - starts + origin
         high = np.minimum(low + 1, row_starts + counts - 1)
-        result[name] = ordered[low] * (1 - fraction) + ordered[high] * fraction
-    middle = (ids[starts] * width_s * US_PER_S + width_s * US_PER_S // 2).astype("datetime64[us]")
-    return pd.DataFrame({"bucket": pd.to_datetime(middle, utc=True), **result})[columns]
+        stats[name] = ordered[low] * (1 - fraction) + ordered[high] * fraction
+    return starts, stats
 
 
 def retries_per_day(store: Store, pipeline: str, tasks: Sequence[str], start: float, end: float) -> pd.DataFrame:
     """Retries per UTC day and task, from ``task.retries`` (one point per call:
     how many retries it took). Columns ``task``, ``day``, ``retries``, ``calls``."""
     frames = []
-    for task in tasks:
-        ts, values = _task_arrays(store, RETRIES_METRIC, pipeline, task, start, end)
+    for task, (ts, values) in zip(tasks, _task_arrays(store, RETRIES_METRIC, pipeline, tasks, start, end)):
         keep = np.isfinite(values)
         ts, values = ts[keep], values[keep]
         if not len(ts):
@@ -352,18 +386,19 @@ def training_curves(store: Store, metric: str, run_ids: Sequence[str],
     :func:`points_per_trace`; spikes kept): columns
     ``run``, ``step`` (the step, else the point's index), ``ts``, ``value``. A
     run with several series of the metric (other tags) gets one per series."""
-    frames = []
-    found = store.find_series(metric, run=list(run_ids))
+    found = store.find_series(metric, run=list(run_ids)) if run_ids else []
     max_points = max_points or points_per_trace(len(found))
-    for series in found:
-        frame = store.read_points(metric, series.tags, max_points=max_points)
-        steps = frame["step"].astype("float64")
-        if steps.isna().all():
-            steps = pd.Series(np.arange(len(frame), dtype="float64"))
+    frames = []
+    for series, (ts, values, steps) in zip(found, store.read_arrays_many(found)):
+        keep = minmax_indices(ts, values, max_points)
+        step = steps[keep].astype("float64")
+        step[steps[keep] == NO_STEP] = np.nan
+        if np.isnan(step).all():
+            step = np.arange(len(keep), dtype="float64")
         extra = {k: v for k, v in series.tags.items() if k not in ("run", "run_name")}
         label = series.tags["run"] + ("" if not extra else " " + ",".join(f"{k}={v}" for k, v in sorted(extra.items())))
-        frames.append(pd.DataFrame({"run": label, "step": steps.to_numpy(), "ts": frame["ts"].to_numpy(),
-                                    "value": frame["value"].to_numpy()}))
+        frames.append(pd.DataFrame({"run": label, "step": step, "ts": pd.to_datetime(ts[keep], unit="us", utc=True),
+                                    "value": values[keep]}))
     return _concat(frames, {"run": str, "step": float, "ts": "datetime64[us, UTC]", "value": float})
 
 

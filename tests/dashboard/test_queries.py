@@ -251,6 +251,21 @@ def test_duration_bands_agree_with_the_store_aggregate():
         assert np.allclose(bands["mean"], expected["mean"])
 
 
+def test_several_tasks_read_together_get_each_tasks_own_points_and_bands(sample_store, now):
+    start, end = now - 8 * DAY, now + 1
+    points, bands = queries.task_durations(sample_store, PIPELINE, TASKS, start, end, max_points=20)
+    alone = [queries.task_durations(sample_store, PIPELINE, [task], start, end, max_points=20) for task in TASKS]
+    pd.testing.assert_frame_equal(points, pd.concat([p for p, _ in alone], ignore_index=True), check_exact=True)
+    pd.testing.assert_frame_equal(bands, pd.concat([b for _, b in alone], ignore_index=True), check_exact=True)
+    for task, (_, task_bands) in zip(TASKS, alone):
+        [series] = sample_store.find_series("task.duration_s", pipeline=PIPELINE, task=task)
+        ts, values, _ = sample_store.read_arrays(series.metric, series.tags, start, end)
+        width = queries.bucket_width(start, end, len(ts) / queries.POINTS_PER_BAND)
+        expected = queries.duration_bands(ts, values, width)
+        pd.testing.assert_frame_equal(task_bands.drop(columns="task"), expected, check_exact=True)
+    assert queries.task_durations(sample_store, PIPELINE, [], start, end)[0].empty
+
+
 def test_a_task_with_series_of_extra_tags_reads_them_all(tmp_path):
     with open_store(f"sqlite:///{tmp_path}/tw.db") as store:
         for worker, base in (("w1", 10.0), ("w2", 20.0)):
