@@ -32,23 +32,23 @@ def minmax_indices(ts: np.ndarray, values: np.ndarray, max_points: int) -> np.nd
     span = int(ts[-1]) - int(ts[0]) + 1
     bucket_ids = ((ts - ts[0]).astype(np.float64) * (buckets / span)).astype(np.int64)
     starts = np.flatnonzero(np.r_[True, bucket_ids[1:] != bucket_ids[:-1]])
-    finite = np.where(np.isnan(values), np.inf, values)
-    mins = np.minimum.reduceat(finite, starts)
-    finite = np.where(np.isnan(values), -np.inf, values)
-    maxs = np.maximum.reduceat(finite, starts)
-    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
-    min_idx = _first_index_per_group(values == mins[group], group, starts)
-    max_idx = _first_index_per_group(values == maxs[group], group, starts)
+    counts = np.diff(np.r_[starts, n])
+    nan = np.isnan(values)
+    mins = np.minimum.reduceat(np.where(nan, np.inf, values), starts)
+    maxs = np.maximum.reduceat(np.where(nan, -np.inf, values), starts)
+    min_idx = _first_index_per_group(values == np.repeat(mins, counts), starts)
+    max_idx = _first_index_per_group(values == np.repeat(maxs, counts), starts)
     return np.unique(np.concatenate([min_idx, max_idx]))
 
 
-def _first_index_per_group(hit: np.ndarray, group: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """First index of each group where ``hit`` is true; the group's first index
-    where it never is (an all-NaN bucket)."""
+def _first_index_per_group(hit: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """First index of each group (groups of consecutive points starting at
+    ``starts``) where ``hit`` is true; the group's first index where it never
+    is (an all-NaN bucket)."""
     positions = np.flatnonzero(hit)
     first = starts.copy()
     if len(positions):
-        groups = group[positions]  # ascending: each group's first hit is where its run starts
+        groups = np.searchsorted(starts, positions, side="right") - 1  # ascending: a group's first hit starts its run
         where = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
         first[groups[where]] = positions[where]
     return first
