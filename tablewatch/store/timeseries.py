@@ -550,21 +550,17 @@ class Store:
                 last = self.codec.bucket_of(min(end_us, (days[-1] + 1) * DAY_US) - 1)
                 ranges += self.codec.point_ranges(sid, first, last)
         cells = newest_cells(self._points, ranges, self._point_families) if ranges else []
-        closed_before = self.codec.bucket_of(now_us() - merge.CLOSED_AFTER_S * US_PER_S)
-        plain: list[tuple[tuple[bytes, str, bytes], bytes]] = []  # chunks read as written, decoded together
-        parts: dict[bytes, list[merge.Points]] = defaultdict(list)  # merged rows, and rows to merge now
+        # Rows (of a family) holding several chunks: merged ones, and those to merge now.
+        shared = {(c[0], c[1]) for c, before in zip(cells[1:], cells) if c[0] == before[0] and c[1] == before[1]}
+        plain = [c for c in cells if (c[0], c[1]) not in shared] if shared else cells  # decoded together
+        parts: dict[bytes, list[merge.Points]] = defaultdict(list)
         to_merge = []
-        for (key, family), group in itertools.groupby(cells, key=itemgetter(0, 1)):
-            first_cell = next(group)
-            rest = list(group)
-            if not rest:
-                plain.append(((key[1:], family, first_cell[2]), first_cell[4]))
-                continue
-            columns = {qualifier: [Cell(value, timestamp_ms)]
-                       for _, _, qualifier, timestamp_ms, value in (first_cell, *rest)}
+        closed_before = self.codec.bucket_of(now_us() - merge.CLOSED_AFTER_S * US_PER_S)
+        for (key, family), group in itertools.groupby((c for c in cells if (c[0], c[1]) in shared), key=itemgetter(0, 1)):
+            columns = {qualifier: [Cell(value, timestamp_ms)] for _, _, qualifier, timestamp_ms, value in group}
             mergeable = self.merge_on_read and self.codec.decode_point_key(key)[2] < closed_before
             if not mergeable and not any(merge.is_merged(q) for q in columns):
-                plain += [((key[1:], family, q), cell[0].value) for q, cell in columns.items()]
+                plain += [(key, family, q, cell[0].timestamp_ms, cell[0].value) for q, cell in columns.items()]
                 continue
             row = Row(key, {family: columns})
             points, _ = merge.row_points(row, family)  # see tablewatch.store.merge
@@ -573,13 +569,13 @@ class Store:
                 to_merge.append((row, family, points))
         if to_merge:
             self._merge_rows_read(to_merge)
-        # Sorted by key without the salt, then qualifier (which starts with the
-        # chunk's first ts): each series' chunks together, in time order.
-        plain.sort(key=itemgetter(0))
         if plain:
-            ts, values, steps, counts = chunks.decode_many([value for _, value in plain])
+            # By key without the salt, then qualifier (which starts with the
+            # chunk's first ts): each series' chunks together, in time order.
+            order = sorted(range(len(plain)), key=[c[0][1:] + c[1].encode() + c[2] for c in plain].__getitem__)
+            ts, values, steps, counts = chunks.decode_many([plain[i][4] for i in order])
             offsets = np.r_[0, np.cumsum(counts)]
-            sids = [sort_key[0][:SERIES_ID_BYTES] for sort_key, _ in plain]
+            sids = [plain[i][0][1 : 1 + SERIES_ID_BYTES] for i in order]
             firsts = [i for i in range(len(sids)) if i == 0 or sids[i] != sids[i - 1]]
             for lo, hi in zip(firsts, [*firsts[1:], len(sids)]):
                 a, b = offsets[lo], offsets[hi]
