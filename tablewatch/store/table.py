@@ -387,9 +387,14 @@ def newest_cells(
     fast = getattr(table, "newest_cells", None)
     if fast is not None:
         return fast(ranges, families)
+    return newest_cells_of(table.scan_ranges(ranges, columns=list(families)))
+
+
+def newest_cells_of(rows: Iterable[Row]) -> list[tuple[bytes, str, bytes, int, bytes]]:
+    """(row key, family, qualifier, timestamp ms, value) of the newest cell
+    of every column of rows as read, in their order."""
     return [(row.key, family, qualifier, cells[0].timestamp_ms, cells[0].value)
-            for row in table.scan_ranges(ranges, columns=list(families))
-            for family, columns in row.cells.items() for qualifier, cells in columns.items()]
+            for row in rows for family, columns in row.cells.items() for qualifier, cells in columns.items()]
 
 
 def check_cell_columns(cells: CellColumns, families: Mapping[str, object], table: str) -> None:

@@ -62,6 +62,7 @@ from tablewatch.store.table import (
     SetCell,
     check_limit,
     newest_cells,
+    newest_cells_of,
     set_cells,
 )
 from tablewatch.store.tagindex import TagIndex, index_rows, series_json
@@ -541,15 +542,9 @@ class Store:
             start_us = max(start_us, now_us() - self._points_max_age_us)
         index_keys = {sid: self._series_row_key(metric, sid) for metric, _, sid in resolved}
         index_rows = {row.key: row for row in self._index.read_rows(index_keys.values(), columns=[POINT_DAYS])}
-        ranges = []
-        for sid, index_key in index_keys.items():
-            row = index_rows.get(index_key)
-            days = [d for d in days_in(row, POINT_DAYS) if overlaps(d, start_us, end_us)] if row else []
-            if days:
-                first = self.codec.bucket_of(max(start_us, days[0] * DAY_US))
-                last = self.codec.bucket_of(min(end_us, (days[-1] + 1) * DAY_US) - 1)
-                ranges += self.codec.point_ranges(sid, first, last)
-        cells = newest_cells(self._points, ranges, self._point_families) if ranges else []
+        days_of = {sid: [d for d in days_in(index_rows[key], POINT_DAYS) if overlaps(d, start_us, end_us)]
+                   for sid, key in index_keys.items() if key in index_rows}
+        cells = self._point_cells({sid: days for sid, days in days_of.items() if days}, start_us, end_us)
         # Rows (of a family) holding several chunks: merged ones, and those to merge now.
         shared = {(c[0], c[1]) for c, before in zip(cells[1:], cells) if c[0] == before[0] and c[1] == before[1]}
         plain = [c for c in cells if (c[0], c[1]) not in shared] if shared else cells  # decoded together
@@ -582,6 +577,25 @@ class Store:
                 parts[sids[lo]].insert(0, merge.Points(ts[a:b], values[a:b], steps[a:b]))
         found = {sid: _in_range(parts.get(sid, []), start_us, end_us) for sid in index_keys}
         return [found[sid] for _, _, sid in resolved]
+
+    def _point_cells(self, days_of: Mapping[bytes, list[int]], start_us: int,
+                     end_us: int) -> list[tuple[bytes, str, bytes, int, bytes]]:
+        """(row key, family, qualifier, timestamp ms, value) of the chunks of
+        the series ``days_of`` (series id -> days with data, sorted) in
+        ``[start_us, end_us)``. The embedded store reads a key range per salt
+        bucket (within a salt and a series, key order is time order); the
+        others read the exact keys of the buckets, in one request, as before."""
+        if not days_of:
+            return []
+        if getattr(self._points, "newest_cells", None) is not None:
+            ranges = []
+            for sid, days in days_of.items():
+                first = self.codec.bucket_of(max(start_us, days[0] * DAY_US))
+                last = self.codec.bucket_of(min(end_us, (days[-1] + 1) * DAY_US) - 1)
+                ranges += self.codec.point_ranges(sid, first, last)
+            return newest_cells(self._points, ranges, self._point_families)
+        keys = [key for sid, days in days_of.items() for key in self.codec.point_keys_on_days(sid, days, start_us, end_us)]
+        return newest_cells_of(self._points.read_rows(keys, columns=self._point_families))
 
     # -- merging closed buckets (see tablewatch.store.merge) -------------------------------
 
