@@ -163,34 +163,46 @@ def task_durations(store: Store, pipeline: str, tasks: Sequence[str], start: flo
     """
     max_points = max_points or points_per_trace(len(tasks))
     arrays = _task_arrays(store, DURATION_METRIC, pipeline, tasks, start, end)
+    widths = [every or bucket_width(start, end, len(ts) / POINTS_PER_BAND) for ts, _ in arrays]
+    return _downsampled_points(tasks, arrays, max_points), _bands_of_tasks(tasks, arrays, widths)
+
+
+#: Columns (and their types when empty) of :func:`task_durations`' frames.
+POINT_COLUMNS = {"task": str, "ts": "datetime64[us, UTC]", "value": float}
+BAND_COLUMNS = {"task": str, "bucket": "datetime64[us, UTC]", "count": int, "mean": float, "p50": float, "p95": float}
+
+
+def _downsampled_points(tasks: Sequence[str], arrays: list[tuple[np.ndarray, np.ndarray]],
+                        max_points: int) -> pd.DataFrame:
+    """Each task's points downsampled to ``max_points``, in one frame."""
     kept = [minmax_indices(ts, values, max_points) for ts, values in arrays]
-    names = np.array(list(tasks), dtype=object)
-    points = pd.DataFrame({
-        "task": pd.array(np.repeat(names, [len(keep) for keep in kept]), dtype="str"),
-        "ts": pd.to_datetime(np.concatenate([ts[keep] for (ts, _), keep in zip(arrays, kept)] or [np.array([], np.int64)]),
-                             unit="us", utc=True),
-        "value": np.concatenate([values[keep] for (_, values), keep in zip(arrays, kept)] or [np.array([])]),
-    }) if any(len(keep) for keep in kept) else _concat([], POINT_COLUMNS)
+    if not any(len(keep) for keep in kept):
+        return _concat([], POINT_COLUMNS)
+    return pd.DataFrame({
+        "task": pd.array(np.repeat(np.array(list(tasks), dtype=object), [len(keep) for keep in kept]), dtype="str"),
+        "ts": pd.to_datetime(np.concatenate([ts[keep] for (ts, _), keep in zip(arrays, kept)]), unit="us", utc=True),
+        "value": np.concatenate([values[keep] for (_, values), keep in zip(arrays, kept)]),
+    })
+
+
+def _bands_of_tasks(tasks: Sequence[str], arrays: list[tuple[np.ndarray, np.ndarray]],
+                    widths: list[int]) -> pd.DataFrame:
+    """:func:`duration_bands` of every task (buckets of its own width), the
+    same numbers, computed together."""
     finite = [np.isfinite(values) for _, values in arrays]
-    widths = np.array([every or bucket_width(start, end, len(ts) / POINTS_PER_BAND) for ts, _ in arrays], dtype=np.int64)
     sizes = [int(keep.sum()) for keep in finite]
     if not sum(sizes):
-        return points, _concat([], BAND_COLUMNS)
+        return _concat([], BAND_COLUMNS)
     task_of = np.repeat(np.arange(len(arrays)), sizes)
     ids = np.concatenate([ts[keep] // (width * US_PER_S) for (ts, _), keep, width in zip(arrays, finite, widths)])
     values = np.concatenate([values[keep] for (_, values), keep in zip(arrays, finite)])
-    task_starts = np.r_[0, np.cumsum(sizes)[:-1]]
     first = np.r_[True, (ids[1:] != ids[:-1]) | (task_of[1:] != task_of[:-1])]
+    task_starts = np.r_[0, np.cumsum(sizes)[:-1]]
     starts, stats = _band_stats(first, values, task_starts[task_of[first]])
-    width_us = widths[task_of[starts]] * US_PER_S
+    width_us = np.array(widths, dtype=np.int64)[task_of[starts]] * US_PER_S
     middle = (ids[starts] * width_us + width_us // 2).astype("datetime64[us]")
-    bands = pd.DataFrame({"task": pd.array(names[task_of[starts]], dtype="str"),
-                          "bucket": pd.to_datetime(middle, utc=True), **stats})
-    return points, bands
-
-
-POINT_COLUMNS = {"task": str, "ts": "datetime64[us, UTC]", "value": float}
-BAND_COLUMNS = {"task": str, "bucket": "datetime64[us, UTC]", "count": int, "mean": float, "p50": float, "p95": float}
+    return pd.DataFrame({"task": pd.array(np.array(list(tasks), dtype=object)[task_of[starts]], dtype="str"),
+                         "bucket": pd.to_datetime(middle, utc=True), **stats})
 
 
 def duration_bands(ts: np.ndarray, values: np.ndarray, width_s: int) -> pd.DataFrame:
