@@ -232,13 +232,13 @@ def _band_stats(first: np.ndarray, values: np.ndarray,
     (rows of a grid padded with +inf) instead of one two-key sort of all."""
     starts = np.flatnonzero(first)
     counts = np.diff(np.r_[starts, len(values)])
-    group = np.repeat(np.arange(len(starts), dtype=np.int64), counts)
     if counts.max() * len(starts) <= 4 * len(values):  # groups of similar sizes: sort each in a row of a grid
         grid = np.full((len(starts), counts.max()), np.inf)
-        grid[group, np.arange(len(values)) - starts[group]] = values
+        grid[np.arange(grid.shape[1]) < counts[:, None]] = values  # row after row: each group's values, in order
         grid.sort(axis=1)
         ordered, row_starts = grid.ravel(), np.arange(len(starts), dtype=np.int64) * grid.shape[1]
     else:  # one stable sort by value, then a radix sort by group
+        group = np.repeat(np.arange(len(starts), dtype=np.int64), counts)
         by_value = np.argsort(values, kind="stable")
         group_type = np.int16 if len(starts) < 2**15 else np.int64  # 16-bit keys sort by radix
         ordered, row_starts = values[by_value[np.argsort(group[by_value].astype(group_type), kind="stable")]], starts
