@@ -118,6 +118,9 @@ RETENTION_FAMILIES: Mapping[str, tuple[tuple[str, str], ...]] = {
     "runs": (("tw_runs", "run"), ("tw_series", "run_days")),
     "sketches": (("tw_sketches", "s"), ("tw_sketches", "days")),
 }
+#: The embedded store reads a series' buckets by key ranges (one per salt
+#: bucket) rather than by their keys when the ranges hold this many rows each.
+ROWS_PER_RANGE = 4
 #: Series a process keeps resolved (name and tags -> id), least recently used forgotten.
 SERIES_CACHE_ENTRIES = 262_144
 
@@ -582,20 +585,24 @@ class Store:
                      end_us: int) -> list[tuple[bytes, str, bytes, int, bytes]]:
         """(row key, family, qualifier, timestamp ms, value) of the chunks of
         the series ``days_of`` (series id -> days with data, sorted) in
-        ``[start_us, end_us)``. The embedded store reads a key range per salt
-        bucket (within a salt and a series, key order is time order); the
-        others read the exact keys of the buckets, in one request, as before."""
-        if not days_of:
-            return []
-        if getattr(self._points, "newest_cells", None) is not None:
-            ranges = []
-            for sid, days in days_of.items():
-                first = self.codec.bucket_of(max(start_us, days[0] * DAY_US))
-                last = self.codec.bucket_of(min(end_us, (days[-1] + 1) * DAY_US) - 1)
+        ``[start_us, end_us)``. On the embedded store a series of many buckets
+        is read as a key range per salt bucket (within a salt and a series, key
+        order is time order); other series, and every series on the other
+        backends, by the exact keys of their buckets, in one request."""
+        ranges: list[tuple[bytes, bytes]] = []
+        keys: list[bytes] = []
+        by_range = getattr(self._points, "newest_cells", None) is not None
+        for sid, days in days_of.items():
+            first = self.codec.bucket_of(max(start_us, days[0] * DAY_US))
+            last = self.codec.bucket_of(min(end_us, (days[-1] + 1) * DAY_US) - 1)
+            if by_range and last - first + 1 >= ROWS_PER_RANGE * self.codec.salt_buckets:
                 ranges += self.codec.point_ranges(sid, first, last)
-            return newest_cells(self._points, ranges, self._point_families)
-        keys = [key for sid, days in days_of.items() for key in self.codec.point_keys_on_days(sid, days, start_us, end_us)]
-        return newest_cells_of(self._points.read_rows(keys, columns=self._point_families))
+            else:
+                keys += self.codec.point_keys_on_days(sid, days, start_us, end_us)
+        cells = newest_cells(self._points, ranges, self._point_families) if ranges else []
+        if keys:
+            cells += newest_cells_of(self._points.read_rows(keys, columns=self._point_families))
+        return cells
 
     # -- merging closed buckets (see tablewatch.store.merge) -------------------------------
 

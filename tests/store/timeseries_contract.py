@@ -287,12 +287,18 @@ class TimeSeriesContract:
         store.merge_on_read = False
         series = [Series("task.duration_s", {"task": t}) for t in ("b", "a", "c", "d", "nothing", "a")]
         series.insert(2, Series("train.loss", {"run": "r1"}))
+        written = {"a": (ts, np.sin(ts)), "b": (np.r_[ts[:20], ts[-20:]], np.arange(40.0))}
         for start, end in ((None, None), (T0 + 3000, T0 + 2 * 86400 + 1234), (T0 + 86400, T0 + 86400 + 1)):
             many = store.read_arrays_many(series, start, end)
             assert len(many) == len(series)
             for one, arrays in zip(series, many):
                 for got, expected in zip(arrays, store.read_arrays(one.metric, one.tags, start, end)):
                     np.testing.assert_array_equal(got, expected)
+                if one.tags.get("task") in written:  # long series (read by key ranges on the embedded store)
+                    times, values = written[one.tags["task"]]
+                    inside = (times >= (start or 0)) & (times < (end or np.inf))
+                    np.testing.assert_array_equal(arrays[0], (times[inside] * 1_000_000).astype(np.int64))
+                    np.testing.assert_array_equal(arrays[1], values[inside])
         b, a, r1, c, d, nothing, a_again = store.read_arrays_many(series)
         assert len(a[0]) == len(ts) and (np.diff(a[0]) > 0).all() and len(b[0]) == 40 and len(c[0]) == 30
         assert r1[2].tolist() == list(range(len(ts))) and (a[2] == chunks.NO_STEP).all()
