@@ -9,6 +9,12 @@ the row says otherwise.
   (``Store._point_batch`` per batch, still the fallback for unusual input),
   timed on at most 10,000 of the series (its cost is per series). The same at
   5,000 series on the Bigtable emulator and the HBase gateway.
+- the same 100k series written for ``SUSTAINED_ROUNDS`` rounds in a row (a
+  minute of 1 Hz): the rate of the last rounds beside the first ones, and beside
+  the same points written as one chunk per series (what a Collector whose
+  ``flush_interval`` is that long writes). One 1-point cell per series per call
+  touches every leaf page of the rows of the open hour in SQLite's B-tree, so
+  the embedded store slows down round after round: this row says how much.
 - a 1 Hz series of ``TW_SCALE_DAYS`` (default 30) days written the way a
   Collector with a 1 s flush writes it — one small chunk per point: calls of
   ``write_points_many`` with one 1-point batch per second (the same cells as
@@ -55,6 +61,7 @@ OLD_PATH_MAX = 10_000
 BACKEND_SERIES = 5_000
 WRITE_TARGET = 200_000
 DAYS = int(os.environ.get("TW_SCALE_DAYS", "30"))
+SUSTAINED_SERIES, SUSTAINED_ROUNDS = 100_000, 40
 FIND_SIZES = (10_000, 100_000)
 HISTORY_DAYS = (1, 30, 90)
 FIND_TARGET_MS = 20.0
@@ -109,6 +116,41 @@ def write_many_results(tmp: str) -> list[Result]:
                               new, "points/s", f">= {WRITE_TARGET:,}/s at 100k" if n == 100_000 else "",
                               (new >= WRITE_TARGET) if n == 100_000 else None))
     return results
+
+
+def sustained_results(tmp: str, n: int = SUSTAINED_SERIES, rounds: int = SUSTAINED_ROUNDS) -> list[Result]:
+    """One point to each of ``n`` series, ``rounds`` times in a row, against the
+    same points written as one ``rounds``-point chunk per series."""
+    path = f"{tmp}/sustained.db"
+    store = _open(f"sqlite:///{path}")
+    rates = []
+    try:
+        store.write_points_many(_fleet(n, T0 - DAY_S))  # the series exist (a day earlier): steady state
+        for k in range(rounds):
+            batches = _fleet(n, T0 + k)
+            started = time.perf_counter()
+            store.write_points_many(batches)
+            rates.append(n / (time.perf_counter() - started))
+    finally:
+        store.close()
+    chunked = _open(f"sqlite:///{tmp}/sustained_chunked.db")
+    try:
+        chunked.write_points_many(_fleet(n, T0 - DAY_S))
+        ts = (np.arange(rounds, dtype=np.int64) + T0) * 1_000_000
+        batches = [{**b, "ts": ts.astype("datetime64[us]"), "values": np.full(rounds, b["values"][0])}
+                   for b in _fleet(n, T0)]
+        started = time.perf_counter()
+        chunked.write_points_many(batches)
+        chunked_rate = n * rounds / (time.perf_counter() - started)
+    finally:
+        chunked.close()
+    first, last = max(rates[1:4]), float(np.mean(rates[-4:]))
+    name = f"write_points_many, 1 point to each of {n:,} series, {rounds} calls in a row"
+    return [
+        Result(SECTION, f"{name}: last 4 calls (first calls {first:,.0f}/s, {last / first:.2f}x)", last, "points/s"),
+        Result(SECTION, f"{name}: the same points as one {rounds}-point chunk per series (one call)", chunked_rate,
+               "points/s", note=f"{chunked_rate / last:.0f}x the last calls: a longer flush_interval at many series"),
+    ]
 
 
 def backend_results() -> list[Result]:
@@ -329,6 +371,7 @@ def rss_results(tmp: str) -> list[Result]:
 def run() -> list[Result]:
     with tempfile.TemporaryDirectory() as tmp:
         results = write_many_results(tmp)
+        results += sustained_results(tmp)
         results += backend_results()
         results += one_hertz_results(tmp)
         results += find_results(tmp)
