@@ -39,7 +39,10 @@ def body(sel: Selection, start: float, end: float) -> None:
     if not len(points) and not runs:
         st.info(f"No runs of {pipeline} {task or ''} in this time range: pick a longer one.")
         return
-    st.plotly_chart(charts.task_durations(points, bands), key="chart.task_durations", width="stretch")
+    # No key: the default follows the number of attempts, and a new default starts the toggle again.
+    dots = st.toggle("Every attempt as a dot", value=len(points) <= charts.DOTS_BY_DEFAULT,
+                     help="Many dots take the browser a while to draw; the bands summarise them.")
+    st.plotly_chart(charts.task_durations(points, bands, dots), key="chart.task_durations", width="stretch")
     left, right = st.columns(2)
     with left:
         st.plotly_chart(charts.retries_per_day(query("retries_per_day", pipeline, tuple(tasks), start, end)),
