@@ -72,10 +72,9 @@ def task_durations(points: pd.DataFrame, bands: pd.DataFrame, dots: bool = True)
 
 
 def retries_per_day(frame: pd.DataFrame) -> go.Figure:
-    fig = go.Figure()
-    for i, (task, group) in enumerate(frame.groupby("task", sort=True)):
-        fig.add_trace(go.Bar(x=group["day"], y=group["retries"], name=task, marker_color=_colour(i),
-                             customdata=group["calls"], hovertemplate="%{y:.0f} retries in %{customdata} calls"))
+    fig = go.Figure([go.Bar(x=group["day"], y=group["retries"], name=task, marker_color=_colour(i),
+                            customdata=group["calls"], hovertemplate="%{y:.0f} retries in %{customdata} calls")
+                     for i, (task, group) in enumerate(frame.groupby("task", sort=True))])
     fig.update_layout(barmode="stack")
     if len(frame) and frame.groupby("day")["retries"].sum().max() <= 10:
         fig.update_yaxes(dtick=1)
@@ -83,11 +82,10 @@ def retries_per_day(frame: pd.DataFrame) -> go.Figure:
 
 
 def failure_rate(frame: pd.DataFrame) -> go.Figure:
-    fig = go.Figure()
-    for i, (task, group) in enumerate(frame.groupby("task", sort=True)):
-        fig.add_trace(go.Scatter(x=group["bucket"], y=group["failure_rate"], name=task, mode="lines+markers",
-                                 line=dict(color=_colour(i)), customdata=group[["failed", "attempts"]],
-                                 hovertemplate="%{y:.0%} (%{customdata[0]} of %{customdata[1]} attempts)"))
+    fig = go.Figure([go.Scatter(x=group["bucket"], y=group["failure_rate"], name=task, mode="lines+markers",
+                                line=dict(color=_colour(i)), customdata=group[["failed", "attempts"]],
+                                hovertemplate="%{y:.0%} (%{customdata[0]} of %{customdata[1]} attempts)")
+                     for i, (task, group) in enumerate(frame.groupby("task", sort=True))])
     fig.update_yaxes(tickformat=".0%", rangemode="tozero")
     return _layout(fig, "Failure rate of attempts per day", "failed attempts")
 
