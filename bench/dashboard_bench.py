@@ -12,7 +12,9 @@ Then:
 - ``tablewatch dashboard`` started as a real server, and Debian's Chromium
   (Playwright) timed from navigation to every Plotly chart of the page drawn,
   for the Tasks and Training pages (each navigation with its own time range,
-  so the server's query cache never answers).
+  so the server's query cache never answers), with when the page's script ran
+  on the server (what is left is loading the page and drawing). The Tasks page
+  draws its 1M attempts as p50/p95 bands; dots only behind its toggle.
 """
 
 from __future__ import annotations
@@ -116,6 +118,17 @@ def server_side(store, now: float) -> list[Result]:
     return results
 
 
+# Records, from the navigation's start, when the page's script started and last stopped
+# running on the server (Streamlit's data-test-script-state), to tell server time from drawing.
+SCRIPT_STATE_JS = """(() => {
+    const times = window.__scriptRun = {};
+    new MutationObserver(() => {
+        const state = document.querySelector('.stApp')?.getAttribute('data-test-script-state');
+        if (state === 'running' && times.started === undefined) times.started = performance.now();
+        if (state === 'notRunning' && times.started !== undefined) times.finished = performance.now();
+    }).observe(document, {subtree: true, childList: true, attributes: true});
+})();"""
+
 CHARTS_DRAWN_JS = """n => {
     const app = document.querySelector('.stApp');
     const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
@@ -150,10 +163,11 @@ def browser(url: str, now: float) -> list[Result]:
         with sync_playwright() as playwright:
             chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+            page.add_init_script(SCRIPT_STATE_JS)
             page.goto(f"{base}/store")  # the first page load also loads Streamlit's and Plotly's JavaScript
             page.wait_for_selector(".js-plotly-plot .main-svg", timeout=120_000)
             for name, (path, charts) in pages.items():
-                times = []
+                times, script_runs = [], []
                 for i in range(NAVIGATIONS):
                     start = now - DAYS * DAY - i  # a range of its own: no cached query answers
                     started = time.perf_counter()
@@ -164,9 +178,12 @@ def browser(url: str, now: float) -> list[Result]:
                         page.screenshot(path=f"{tempfile.gettempdir()}/dashboard-bench-timeout.png")
                         raise RuntimeError(f"{path}: the charts were not drawn within 60 s") from None
                     times.append(time.perf_counter() - started)
+                    script_runs.append(page.evaluate("() => window.__scriptRun"))
                 best = min(times)
+                run = script_runs[times.index(best)]
                 results.append(Result(SECTION, f"{name}: navigation to charts drawn, Chromium", best, "s", "< 2 s",
-                                      best < 2, f"best of {NAVIGATIONS}, median {sorted(times)[len(times) // 2]:.2f} s"))
+                                      best < 2, f"best of {NAVIGATIONS}, median {sorted(times)[len(times) // 2]:.2f} s; "
+                                      f"its script ran from {run['started'] / 1000:.2f} to {run['finished'] / 1000:.2f} s"))
             results.append(_raw_figure_in_chromium(page, url))
             chromium.close()
         return results

@@ -23,6 +23,9 @@ STATUS_COLOURS = {"success": "#2ca02c", "retry": "#ff7f0e", "failure": "#d62728"
 #: Above this many points a trace is drawn with WebGL (below it SVG draws faster, and
 #: headless or GPU-less browsers render WebGL in software).
 WEBGL_POINTS = 5_000
+#: Up to this many attempts the Tasks page draws each as a dot by default; above it
+#: only the p50/p95 bands (10,000 dots cost a headless, GPU-less Chromium about a second).
+DOTS_BY_DEFAULT = 2_000
 _HEIGHT = 360
 
 
@@ -41,10 +44,12 @@ def _colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def task_durations(points: pd.DataFrame, bands: pd.DataFrame) -> go.Figure:
-    """Each task's attempt durations as dots, its p50 as a line and the
-    p50..p95 band shaded, per time bucket. The traces are made at once (adding
-    60 traces one by one validates the figure 60 times)."""
+def task_durations(points: pd.DataFrame, bands: pd.DataFrame, dots: bool = True) -> go.Figure:
+    """Each task's p50 as a line and the p50..p95 band shaded, per time bucket,
+    and (with ``dots``) its attempt durations as dots. The traces are made at
+    once (adding 60 traces one by one validates the figure 60 times)."""
+    if not dots:
+        points = points.iloc[:0]
     tasks = list(dict.fromkeys([*points["task"], *bands["task"]]))
     markers = _scatter(len(points))  # thousands of SVG markers draw slower than WebGL
     bands_of, dots_of = dict(tuple(bands.groupby("task", sort=False))), dict(tuple(points.groupby("task", sort=False)))
@@ -58,18 +63,18 @@ def task_durations(points: pd.DataFrame, bands: pd.DataFrame) -> go.Figure:
                        go.Scatter(x=band["bucket"], y=band["p50"], name=f"{task} p50", legendgroup=task,
                                   mode="lines", line=dict(width=2, color=colour), fill="tonexty",
                                   fillcolor=_transparent(colour))]
-        dots = dots_of.get(task)
-        if dots is not None:
-            traces.append(markers(x=dots["ts"], y=dots["value"], name=task, legendgroup=task,
+        attempts = dots_of.get(task)
+        if attempts is not None:
+            traces.append(markers(x=attempts["ts"], y=attempts["value"], name=task, legendgroup=task,
                                   mode="markers", marker=dict(size=4, color=colour, opacity=0.5)))
-    return _layout(go.Figure(traces), "Task duration (dots: attempts; line: p50; band: p50–p95)", "seconds")
+    title = "Task duration (" + ("dots: attempts; " if dots else "") + "line: p50; band: p50–p95)"
+    return _layout(go.Figure(traces), title, "seconds")
 
 
 def retries_per_day(frame: pd.DataFrame) -> go.Figure:
-    fig = go.Figure()
-    for i, (task, group) in enumerate(frame.groupby("task", sort=True)):
-        fig.add_trace(go.Bar(x=group["day"], y=group["retries"], name=task, marker_color=_colour(i),
-                             customdata=group["calls"], hovertemplate="%{y:.0f} retries in %{customdata} calls"))
+    fig = go.Figure([go.Bar(x=group["day"], y=group["retries"], name=task, marker_color=_colour(i),
+                            customdata=group["calls"], hovertemplate="%{y:.0f} retries in %{customdata} calls")
+                     for i, (task, group) in enumerate(frame.groupby("task", sort=True))])
     fig.update_layout(barmode="stack")
     if len(frame) and frame.groupby("day")["retries"].sum().max() <= 10:
         fig.update_yaxes(dtick=1)
@@ -77,11 +82,10 @@ def retries_per_day(frame: pd.DataFrame) -> go.Figure:
 
 
 def failure_rate(frame: pd.DataFrame) -> go.Figure:
-    fig = go.Figure()
-    for i, (task, group) in enumerate(frame.groupby("task", sort=True)):
-        fig.add_trace(go.Scatter(x=group["bucket"], y=group["failure_rate"], name=task, mode="lines+markers",
-                                 line=dict(color=_colour(i)), customdata=group[["failed", "attempts"]],
-                                 hovertemplate="%{y:.0%} (%{customdata[0]} of %{customdata[1]} attempts)"))
+    fig = go.Figure([go.Scatter(x=group["bucket"], y=group["failure_rate"], name=task, mode="lines+markers",
+                                line=dict(color=_colour(i)), customdata=group[["failed", "attempts"]],
+                                hovertemplate="%{y:.0%} (%{customdata[0]} of %{customdata[1]} attempts)")
+                     for i, (task, group) in enumerate(frame.groupby("task", sort=True))])
     fig.update_yaxes(tickformat=".0%", rangemode="tozero")
     return _layout(fig, "Failure rate of attempts per day", "failed attempts")
 

@@ -18,6 +18,9 @@ def test_task_charts(sample_store, sample):
     assert set(names(fig)) == {f"{t}{suffix}" for t in TASKS for suffix in ("", " p50", " p95")}
     dots = next(t for t in fig.data if t.name == "extract")
     assert len(dots.y) == 28
+    bands_only = charts.task_durations(points, bands, dots=False)
+    assert set(names(bands_only)) == {f"{t}{suffix}" for t in TASKS for suffix in (" p50", " p95")}
+    assert "dots" not in bands_only.layout.title.text
     runs = queries.task_runs(sample_store, PIPELINE, None, start, end)
     gantt = charts.gantt(queries.gantt_frame(runs, sample[1].pipeline_run_ids[2]), "r")
     assert sorted(names(gantt)) == ["retry", "success"]

@@ -53,6 +53,13 @@ def test_tasks_page(monkeypatch, sample):
     failed = at.dataframe[0].value
     assert set(failed["error_location"]) == {"etl/transform.py:42", "etl/load.py:88"}
 
+    dots = next(t for t in at.toggle if t.label == "Every attempt as a dot")
+    assert dots.value  # a few hundred attempts: each drawn by default
+    dots.set_value(False).run()
+    assert not at.exception
+    assert {n.split(" ")[-1] for n in charts(at)["chart.task_durations"]} == {"p50", "p95"}
+    dots.set_value(True).run()
+
     selectbox(at, "Task").select("load").run()
     assert not at.exception
     assert {n for n in charts(at)["chart.task_durations"] if " " not in n} == {"load"}

@@ -35,15 +35,13 @@ def body(sel: Selection, start: float, end: float) -> None:
                                format_func=labels.get, key=widget_key("tasks.run")) if run_ids else None)
     keep_in_url(sel.with_(pipeline=pipeline, task=task, runs=(run_id,) if run_id else ()))
 
-    points, bands = query("task_durations", pipeline, tuple(tasks), start, end)
-    if not len(points) and not runs:
+    if not runs and not len(query("task_durations", pipeline, tuple(tasks), start, end)[0]):
         st.info(f"No runs of {pipeline} {task or ''} in this time range: pick a longer one.")
         return
-    st.plotly_chart(charts.task_durations(points, bands), key="chart.task_durations", width="stretch")
+    # The durations chart goes on top but is made last: its query is the slowest, and the
+    # browser draws the charts below meanwhile.
+    top = st.container()
     left, right = st.columns(2)
-    with left:
-        st.plotly_chart(charts.retries_per_day(query("retries_per_day", pipeline, tuple(tasks), start, end)),
-                        key="chart.retries", width="stretch")
     with right:
         st.plotly_chart(charts.failure_rate(queries.failure_rates(runs)), key="chart.failure_rate",
                         width="stretch")
@@ -51,6 +49,15 @@ def body(sel: Selection, start: float, end: float) -> None:
         all_tasks_runs = runs if task is None else query("task_runs", pipeline, None, start, end)
         st.plotly_chart(charts.gantt(queries.gantt_frame(all_tasks_runs, run_id), run_id), key="chart.gantt",
                         width="stretch")
+    with left:
+        st.plotly_chart(charts.retries_per_day(query("retries_per_day", pipeline, tuple(tasks), start, end)),
+                        key="chart.retries", width="stretch")
+    with top:
+        points, bands = query("task_durations", pipeline, tuple(tasks), start, end)
+        # No key: the default follows the number of attempts, and a new default starts the toggle again.
+        dots = st.toggle("Every attempt as a dot", value=len(points) <= charts.DOTS_BY_DEFAULT,
+                         help="Many dots take the browser a while to draw; the bands summarise them.")
+        st.plotly_chart(charts.task_durations(points, bands, dots), key="chart.task_durations", width="stretch")
     st.subheader("Failed attempts")
     failed = queries.failed_attempts(runs)
     if len(failed):
