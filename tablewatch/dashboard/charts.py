@@ -15,6 +15,7 @@ from tablewatch.dashboard.queries import DistributionComparison
 from tablewatch.extras import require
 
 go = require("plotly.graph_objects", "dashboard", "the dashboard's charts")
+pio = require("plotly.io", "dashboard", "the dashboard's charts")
 qualitative = require("plotly.colors", "dashboard", "the dashboard's charts").qualitative
 
 PALETTE = qualitative.Plotly
@@ -27,13 +28,31 @@ WEBGL_POINTS = 5_000
 #: only the p50/p95 bands (10,000 dots cost a headless, GPU-less Chromium about a second).
 DOTS_BY_DEFAULT = 2_000
 _HEIGHT = 360
+#: Whether figures are built with Plotly's validation of every property (see :func:`_make`).
+VALIDATE = False
 
 
 def _layout(fig: go.Figure, title: str, y_title: str = "", x_title: str = "", height: int = _HEIGHT) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin=dict(l=50, r=20, t=50, b=40), hovermode="x unified",
+    # Titles as {"text": ...}: without validation nothing turns a plain string into one.
+    fig.update_layout(title=dict(text=title), height=height, margin=dict(l=50, r=20, t=50, b=40),
+                      hovermode="x unified",
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
-                      yaxis_title=y_title, xaxis_title=x_title, template="plotly_white")
+                      yaxis=dict(title=dict(text=y_title)), xaxis=dict(title=dict(text=x_title)),
+                      template=_template())
     return fig
+
+
+def _template():
+    """The plotly_white template itself (only validation turns its name into it)."""
+    return pio.templates["plotly_white"]
+
+
+def _make(kind: type, *args, **props):
+    """``kind(*args, **props)`` (a figure or a trace) without Plotly's check of
+    every property unless :data:`VALIDATE`: building the Tasks page's figures
+    took 0.3 s with it, a few ms without. The tests build every chart both ways
+    and compare them."""
+    return kind(*args, _validate=VALIDATE, **props)
 
 
 def _scatter(n: int):
@@ -58,21 +77,21 @@ def task_durations(points: pd.DataFrame, bands: pd.DataFrame, dots: bool = True)
         colour = _colour(i)
         band = bands_of.get(task)
         if band is not None:
-            traces += [go.Scatter(x=band["bucket"], y=band["p95"], name=f"{task} p95", legendgroup=task,
+            traces += [_make(go.Scatter, x=band["bucket"], y=band["p95"], name=f"{task} p95", legendgroup=task,
                                   mode="lines", line=dict(width=0.5, color=colour), showlegend=False),
-                       go.Scatter(x=band["bucket"], y=band["p50"], name=f"{task} p50", legendgroup=task,
+                       _make(go.Scatter, x=band["bucket"], y=band["p50"], name=f"{task} p50", legendgroup=task,
                                   mode="lines", line=dict(width=2, color=colour), fill="tonexty",
                                   fillcolor=_transparent(colour))]
         attempts = dots_of.get(task)
         if attempts is not None:
-            traces.append(markers(x=attempts["ts"], y=attempts["value"], name=task, legendgroup=task,
+            traces.append(_make(markers, x=attempts["ts"], y=attempts["value"], name=task, legendgroup=task,
                                   mode="markers", marker=dict(size=4, color=colour, opacity=0.5)))
     title = "Task duration (" + ("dots: attempts; " if dots else "") + "line: p50; band: p50–p95)"
-    return _layout(go.Figure(traces), title, "seconds")
+    return _layout(_make(go.Figure, traces), title, "seconds")
 
 
 def retries_per_day(frame: pd.DataFrame) -> go.Figure:
-    fig = go.Figure([go.Bar(x=group["day"], y=group["retries"], name=task, marker_color=_colour(i),
+    fig = _make(go.Figure, [_make(go.Bar, x=group["day"], y=group["retries"], name=task, marker_color=_colour(i),
                             customdata=group["calls"], hovertemplate="%{y:.0f} retries in %{customdata} calls")
                      for i, (task, group) in enumerate(frame.groupby("task", sort=True))])
     fig.update_layout(barmode="stack")
@@ -82,7 +101,7 @@ def retries_per_day(frame: pd.DataFrame) -> go.Figure:
 
 
 def failure_rate(frame: pd.DataFrame) -> go.Figure:
-    fig = go.Figure([go.Scatter(x=group["bucket"], y=group["failure_rate"], name=task, mode="lines+markers",
+    fig = _make(go.Figure, [_make(go.Scatter, x=group["bucket"], y=group["failure_rate"], name=task, mode="lines+markers",
                                 line=dict(color=_colour(i)), customdata=group[["failed", "attempts"]],
                                 hovertemplate="%{y:.0%} (%{customdata[0]} of %{customdata[1]} attempts)")
                      for i, (task, group) in enumerate(frame.groupby("task", sort=True))])
@@ -93,10 +112,11 @@ def failure_rate(frame: pd.DataFrame) -> go.Figure:
 def gantt(frame: pd.DataFrame, run_id: str) -> go.Figure:
     """One bar per attempt of one pipeline run, a row per task, coloured by
     status; retries show as several bars on their task's row."""
-    fig = go.Figure()
+    fig = _make(go.Figure)
     for status, group in frame.groupby("status", sort=False):
         duration_ms = (group["end"] - group["start"]).dt.total_seconds() * 1000
-        fig.add_trace(go.Bar(
+        fig.add_trace(_make(
+            go.Bar,
             base=group["start"], x=duration_ms.clip(lower=1), y=group["task"], orientation="h", name=status,
             marker_color=STATUS_COLOURS.get(status, "#7f7f7f"),
             text=[f"#{a}" for a in group["attempt"]], textposition="inside",
@@ -113,9 +133,9 @@ def gantt(frame: pd.DataFrame, run_id: str) -> go.Figure:
 
 
 def training_curves(frame: pd.DataFrame, metric: str, x: str = "step") -> go.Figure:
-    fig = go.Figure()
+    fig = _make(go.Figure)
     for i, (run, group) in enumerate(frame.groupby("run", sort=False)):
-        fig.add_trace(_scatter(len(group))(x=group[x], y=group["value"], name=run, mode="lines",
+        fig.add_trace(_make(_scatter(len(group)), x=group[x], y=group["value"], name=run, mode="lines",
                                            line=dict(color=_colour(i))))
     return _layout(fig, metric, metric, "step" if x == "step" else "")
 
@@ -126,9 +146,9 @@ def system_metric(frame: pd.DataFrame, metric: str) -> go.Figure:
 
 def serving(frame: pd.DataFrame, column: str, title: str, y_title: str, percent: bool = False) -> go.Figure:
     """One line per route of ``column`` (``p95``, ``throughput``, ``error_rate``...)."""
-    fig = go.Figure()
+    fig = _make(go.Figure)
     for i, (route, group) in enumerate(frame.groupby("route", sort=True)):
-        fig.add_trace(go.Scatter(x=group["bucket"], y=group[column], name=route, mode="lines",
+        fig.add_trace(_make(go.Scatter, x=group["bucket"], y=group[column], name=route, mode="lines",
                                  line=dict(color=_colour(i))))
     if percent:
         fig.update_yaxes(tickformat=".1%", rangemode="tozero")
@@ -137,11 +157,11 @@ def serving(frame: pd.DataFrame, column: str, title: str, y_title: str, percent:
 
 def latency(frame: pd.DataFrame) -> go.Figure:
     """p50, p95 and p99 latency per route (one colour per route, dash per quantile)."""
-    fig = go.Figure()
+    fig = _make(go.Figure)
     dashes = {"p50": "solid", "p95": "dash", "p99": "dot"}
     for i, (route, group) in enumerate(frame.groupby("route", sort=True)):
         for quantile, dash in dashes.items():
-            fig.add_trace(go.Scatter(x=group["bucket"], y=group[quantile], name=f"{route} {quantile}", mode="lines",
+            fig.add_trace(_make(go.Scatter, x=group["bucket"], y=group[quantile], name=f"{route} {quantile}", mode="lines",
                                      line=dict(color=_colour(i), dash=dash), legendgroup=route))
     return _layout(fig, "Latency p50 / p95 / p99", "seconds")
 
@@ -149,16 +169,16 @@ def latency(frame: pd.DataFrame) -> go.Figure:
 def drift_scores(frame: pd.DataFrame) -> go.Figure:
     """Drift score per feature over time, with each feature's threshold as a
     dashed line and drifted windows marked."""
-    fig = go.Figure()
+    fig = _make(go.Figure)
     for i, (feature, group) in enumerate(frame.groupby("feature", sort=True)):
         colour = _colour(i)
-        fig.add_trace(go.Scatter(x=group["window"], y=group["score"], name=feature, mode="lines+markers",
+        fig.add_trace(_make(go.Scatter, x=group["window"], y=group["score"], name=feature, mode="lines+markers",
                                  line=dict(color=colour), marker=dict(size=[9 if d else 4 for d in group["drifted"]],
                                                                       symbol=["x" if d else "circle" for d in group["drifted"]]),
                                  customdata=group[["method", "count", "effect"]],
                                  hovertemplate="%{y:.3f} (%{customdata[0]}, %{customdata[1]} values, "
                                                "effect %{customdata[2]:.2f})"))
-        fig.add_trace(go.Scatter(x=[group["window"].min(), group["window"].max()], y=[group["threshold"].iloc[0]] * 2,
+        fig.add_trace(_make(go.Scatter, x=[group["window"].min(), group["window"].max()], y=[group["threshold"].iloc[0]] * 2,
                                  name=f"{feature} threshold", mode="lines", line=dict(color=colour, dash="dash", width=1),
                                  legendgroup=feature, showlegend=False, hoverinfo="skip"))
     methods = ", ".join(sorted(set(frame["method"])))
@@ -168,10 +188,10 @@ def drift_scores(frame: pd.DataFrame) -> go.Figure:
 def distribution(comparison: DistributionComparison) -> go.Figure:
     """Reference vs current distribution of one feature, as shares."""
     labels = list(comparison.labels)
-    fig = go.Figure([
-        go.Bar(x=labels, y=list(comparison.reference), name=f"reference ({comparison.reference_count})",
+    fig = _make(go.Figure, [
+        _make(go.Bar, x=labels, y=list(comparison.reference), name=f"reference ({comparison.reference_count})",
                marker_color="#7f7f7f", opacity=0.6),
-        go.Bar(x=labels, y=list(comparison.current), name=f"current ({comparison.current_count})",
+        _make(go.Bar, x=labels, y=list(comparison.current), name=f"current ({comparison.current_count})",
                marker_color="#1f77b4", opacity=0.6),
     ])
     fig.update_layout(barmode="overlay" if comparison.kind == "numeric" else "group")
@@ -185,9 +205,9 @@ def distribution(comparison: DistributionComparison) -> go.Figure:
 
 
 def sparkline(values: Sequence[float], name: str = "") -> go.Figure:
-    fig = go.Figure(go.Scatter(y=list(values), mode="lines", name=name, line=dict(width=1.5, color="#1f77b4"),
+    fig = _make(go.Figure, _make(go.Scatter, y=list(values), mode="lines", name=name, line=dict(width=1.5, color="#1f77b4"),
                                fill="tozeroy", fillcolor="rgba(31,119,180,0.15)", hoverinfo="y"))
-    fig.update_layout(height=60, margin=dict(l=0, r=0, t=0, b=0), showlegend=False, template="plotly_white")
+    fig.update_layout(height=60, margin=dict(l=0, r=0, t=0, b=0), showlegend=False, template=_template())
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return fig
@@ -196,7 +216,7 @@ def sparkline(values: Sequence[float], name: str = "") -> go.Figure:
 def salt_buckets(hotspots: dict) -> go.Figure:
     points = hotspots["points"]
     mean = sum(points) / len(points) if points else 0
-    fig = go.Figure(go.Bar(x=list(range(len(points))), y=points, name="points", marker_color="#1f77b4"))
+    fig = _make(go.Figure, _make(go.Bar, x=list(range(len(points))), y=points, name="points", marker_color="#1f77b4"))
     fig.add_hline(y=mean, line_dash="dash", annotation_text="mean", line_color="#7f7f7f")
     skew = hotspots.get("skew")
     title = "Points per salt bucket" + (f" (skew max/mean {skew:.2f})" if skew else "")

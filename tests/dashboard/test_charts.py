@@ -1,5 +1,7 @@
 """Figures hold one named trace per series they draw."""
 
+import json
+
 import pandas as pd
 
 from tablewatch.dashboard import charts, queries
@@ -50,3 +52,35 @@ def test_large_traces_use_webgl():
     frame = pd.DataFrame({"run": "r", "step": range(charts.WEBGL_POINTS + 1), "ts": pd.Timestamp(0, tz="UTC"), "value": 1.0})
     assert charts.training_curves(frame, "loss").data[0].type == "scattergl"
     assert charts.training_curves(frame.head(10), "loss").data[0].type == "scatter"
+
+
+def test_charts_built_without_validation_are_the_validated_ones(sample_store, sample, monkeypatch):
+    """charts skips Plotly's per-property validation for speed: every chart,
+    built with it, is valid and gives the same figure."""
+    import plotly.io as pio
+
+    now = sample[1].now
+    start, end = now - 8 * DAY, now + 1
+    runs = queries.task_runs(sample_store, PIPELINE, None, start, end)
+    stats = queries.serving_stats(sample_store, MODEL, None, start, end)
+    builders = [
+        lambda: charts.task_durations(*queries.task_durations(sample_store, PIPELINE, TASKS, start, end)),
+        lambda: charts.gantt(queries.gantt_frame(runs, sample[1].pipeline_run_ids[2]), "r"),
+        lambda: charts.retries_per_day(queries.retries_per_day(sample_store, PIPELINE, TASKS, start, end)),
+        lambda: charts.failure_rate(queries.failure_rates(runs)),
+        lambda: charts.training_curves(queries.training_curves(sample_store, "train.loss", RUNS), "train.loss"),
+        lambda: charts.latency(stats),
+        lambda: charts.serving(stats, "error_rate", "Error rate", "share", percent=True),
+        lambda: charts.drift_scores(queries.drift_over_time(sample_store, MODEL, FEATURES, now - DAY, now + 1)),
+        lambda: charts.distribution(queries.compare_distributions(sample_store, MODEL, "age", now - DAY, now + 1)),
+        lambda: charts.sparkline([1.0, 3.0, 2.0], "trend"),
+        lambda: charts.salt_buckets(queries.store_hotspots(sample_store)),
+    ]
+    for build in builders:
+        fast = build()
+        monkeypatch.setattr(charts, "VALIDATE", True)
+        checked = build()
+        monkeypatch.setattr(charts, "VALIDATE", False)
+        # (the same JSON; only the order of keys within an object may differ)
+        assert checked.data and json.loads(pio.to_json(fast)) == json.loads(pio.to_json(checked))
+
