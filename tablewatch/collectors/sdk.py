@@ -169,7 +169,7 @@ class _Series:
     Python container to append to: no per-point tuple for the garbage
     collector to track, and one ``np.fromiter`` call converts it.)"""
 
-    __slots__ = ("metric", "tags", "data", "run", "last")
+    __slots__ = ("metric", "tags", "data", "run", "last", "ref")
 
     def __init__(self, metric: str, tags: dict[str, str], run: Run | None) -> None:
         self.metric = metric
@@ -177,6 +177,8 @@ class _Series:
         self.data: list[float] = []
         self.run = run
         self.last: tuple[float, float] | None = None  # (ts seconds, value) of the last point taken
+        #: (store, what ``store.series_ref`` gave): resolved once per store, not per write.
+        self.ref: tuple[Any, Any] | None = None
 
 
 class _Batch:
@@ -214,13 +216,14 @@ class _Batch:
             lo, hi = edges[i], edges[i + 1]
             metric, tags, stepped = series.metric, series.tags, with_steps[i]
             if stepped == hi - lo:
-                entries.append(PointsEntry(metric, tags, ts_us[lo:hi], values[lo:hi], steps[lo:hi]))
+                entries.append(PointsEntry(metric, tags, ts_us[lo:hi], values[lo:hi], steps[lo:hi], series))
             elif not stepped:
-                entries.append(PointsEntry(metric, tags, ts_us[lo:hi], values[lo:hi], None))
+                entries.append(PointsEntry(metric, tags, ts_us[lo:hi], values[lo:hi], None, series))
             else:  # a series logged with and without steps: one entry each
                 mask = has_step[lo:hi]
-                entries.append(PointsEntry(metric, tags, ts_us[lo:hi][mask], values[lo:hi][mask], steps[lo:hi][mask]))
-                entries.append(PointsEntry(metric, tags, ts_us[lo:hi][~mask], values[lo:hi][~mask], None))
+                entries.append(PointsEntry(metric, tags, ts_us[lo:hi][mask], values[lo:hi][mask], steps[lo:hi][mask],
+                                           series))
+                entries.append(PointsEntry(metric, tags, ts_us[lo:hi][~mask], values[lo:hi][~mask], None, series))
         return entries
 
 
@@ -262,6 +265,32 @@ def _merge_batches(batches: list[_Batch]) -> _Batch:
     triples = np.concatenate([b.data for b in batches]).reshape(-1, 3)[order]
     counts = np.bincount(owner, minlength=len(series))
     return _Batch(series, counts.tolist(), triples.reshape(-1))
+
+
+def _write_series_points(store: Any, entries: list[PointsEntry]) -> None:
+    """Write points entries through ``store.write_series_points``: one call,
+    flat columns, each series' handle kept on its ``_Series`` (entries replayed
+    from the spool have none: resolved here)."""
+    refs = []
+    for entry in entries:
+        series = entry.series
+        held = None if series is None else series.ref
+        if held is not None and held[0] is store:
+            refs.append(held[1])
+            continue
+        ref = store.series_ref(entry.metric, entry.tags)
+        if series is not None:
+            series.ref = (store, ref)
+        refs.append(ref)
+    has_steps = [entry.steps is not None for entry in entries]
+    steps = None
+    if any(has_steps):
+        # (an entry without steps fills its place with its ts: write_series_points skips them by has_steps)
+        steps = np.concatenate([entry.ts_us if entry.steps is None else entry.steps for entry in entries])
+    store.write_series_points(
+        refs, [len(entry.ts_us) for entry in entries],
+        np.concatenate([entry.ts_us for entry in entries]).view("datetime64[us]"),
+        np.concatenate([entry.values for entry in entries]), steps, has_steps, allow_inf=True)
 
 
 def _is_outage(error: BaseException) -> bool:
@@ -981,12 +1010,16 @@ class Collector:
     def _write_points_many(self, entries: list[PointsEntry]) -> int:
         if len(entries) == 1:
             return self._write_entry(entries[0])
+        store = self._store
         try:
-            self._store.write_points_many(
-                [{"metric": e.metric, "tags": e.tags, "ts": e.ts_us.view("datetime64[us]"), "values": e.values,
-                  "steps": e.steps} for e in entries],
-                allow_inf=True,
-            )
+            if hasattr(store, "write_series_points"):  # columns, each series resolved once per store
+                _write_series_points(store, entries)
+            else:
+                store.write_points_many(
+                    [{"metric": e.metric, "tags": e.tags, "ts": e.ts_us.view("datetime64[us]"), "values": e.values,
+                      "steps": e.steps} for e in entries],
+                    allow_inf=True,
+                )
             return 0
         except Exception as e:
             if _is_outage(e):

@@ -41,6 +41,19 @@ class LRU(Generic[K, V]):
         self.put(key, value)
         return value
 
+    def get_many(self, keys: list[K]) -> list[V | None]:
+        """``[get(key) for key in keys]`` at the cost of one dict lookup per key."""
+        found = list(map(self._current.get, keys))
+        if None in found:
+            old = self._old.get
+            for i, value in enumerate(found):
+                if value is None:
+                    value = old(keys[i])
+                    if value is not None:
+                        self.put(keys[i], value)
+                        found[i] = value
+        return found
+
     def put(self, key: K, value: V) -> None:
         with self._lock:
             if len(self._current) >= self._generation and key not in self._current:
