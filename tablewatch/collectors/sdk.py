@@ -80,6 +80,7 @@ from tablewatch.errors import (
 )
 from tablewatch.store.backends import BACKENDS, resolve_url, scheme_of
 from tablewatch.store.names import MAX_TAGS, validate_metric, validate_tags
+from tablewatch.store.pointbatch import gc_paused
 from tablewatch.store.runs import TrainingRun, validate_training_run
 from tablewatch.store.tasks import TaskRun, validate_task_run
 from tablewatch.store.timestamps import to_us
@@ -200,6 +201,10 @@ class _Batch:
         return len(self.data) // 3
 
     def entries(self) -> list[PointsEntry]:
+        with gc_paused():  # an entry and three views per series: no cycles, and a full collection per burst otherwise
+            return self._entries()
+
+    def _entries(self) -> list[PointsEntry]:
         triples = self.data.reshape(-1, 3)
         # A float of epoch seconds is within 0.25 µs of the µs it came from up to
         # 2100, so rounding recovers exact microseconds (also for a given ts).
@@ -271,6 +276,11 @@ def _write_series_points(store: Any, entries: list[PointsEntry]) -> None:
     """Write points entries through ``store.write_series_points``: one call,
     flat columns, each series' handle kept on its ``_Series`` (entries replayed
     from the spool have none: resolved here)."""
+    with gc_paused():  # a few objects per series: see gc_paused
+        _write_columns_of(store, entries)
+
+
+def _write_columns_of(store: Any, entries: list[PointsEntry]) -> None:
     refs = []
     for entry in entries:
         series = entry.series

@@ -30,7 +30,6 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -529,13 +528,13 @@ class Store:
 
     def _index_cells(self, new: list[tuple[pointbatch.SeriesRef, list[int]]]) -> CellColumns:
         """The index cells of series with days new to this process: their day-index
-        row (meta and day cells) and their tag index cells, as columns in key order."""
+        row (meta and day cells) and their tag index cells, as columns. (Not sorted:
+        measured, sorting 600k cells costs more than it saves SQLite.)"""
         cells: list[tuple[bytes, str, bytes, bytes, int]] = []
         for ref, days in new:
             meta = series_json(ref.metric, ref.tags)
             cells += day_cells(self._series_row_key(ref.metric, ref.sid), meta, days, POINT_DAYS)
             cells += index_cells(ref.metric, ref.tags, ref.sid, meta)
-        cells.sort(key=itemgetter(0, 2))
         keys, families, qualifiers, values, stamps = (list(column) for column in zip(*cells))
         return CellColumns(keys, families, qualifiers, values, stamps)
 
