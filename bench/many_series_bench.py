@@ -106,7 +106,8 @@ def measure(n_series: int = SERIES, seconds: int = SECONDS, max_buffered: int = 
             warmup_max_s: float = WARMUP_MAX_S) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run([sys.executable, "-X", "faulthandler", "-c", CHILD, f"sqlite:///{tmp}/many.db", str(n_series), str(seconds),
-                               str(max_buffered), str(warmup_max_s)], capture_output=True, text=True, timeout=600, check=True)
+                               str(max_buffered), str(warmup_max_s)],
+                              capture_output=True, text=True, timeout=600, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -36,7 +36,11 @@ def overlaps(day: int, start_us: int, end_us: int) -> bool:
     return day * DAY_US < end_us and (day + 1) * DAY_US > start_us
 
 
-def day_cells(row_key: bytes, meta: bytes, days: Iterable[int], family: str) -> list[tuple[bytes, str, bytes, bytes, int]]:
+#: An index cell as written: (row key, family, qualifier, value, timestamp ms).
+Cell = tuple[bytes, str, bytes, bytes, int]
+
+
+def day_cells(row_key: bytes, meta: bytes, days: Iterable[int], family: str) -> list[Cell]:
     """The index cells recording ``days`` in the row ``row_key``, as (row key,
     family, qualifier, value, timestamp ms): the row's ``meta`` cell (``meta``
     family, qualifier ``json``) and one day cell each."""
@@ -69,6 +73,10 @@ class DayIndex:
         """Record that these days of ``entity`` are in the index (after the write)."""
         for d in days:
             self._known.put((entity, d), True)
+
+    def remember_pairs(self, pairs: list[tuple[bytes, int]]) -> None:
+        """:meth:`remember` for many (entity, day) pairs at once."""
+        self._known.put_many(pairs, True)
 
     def unknown(self, pairs: list[tuple[bytes, int]]) -> list[int]:
         """Indexes of the (entity, day) pairs this process has not recently recorded."""

@@ -11,7 +11,7 @@ current one, and when the current one is full the old one is dropped. At most
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -55,10 +55,15 @@ class LRU(Generic[K, V]):
         return found
 
     def put(self, key: K, value: V) -> None:
+        self.put_many((key,), value)
+
+    def put_many(self, keys: Sequence[K], value: V) -> None:
+        """``put(key, value)`` for each key, taking the lock once."""
         with self._lock:
-            if len(self._current) >= self._generation and key not in self._current:
-                self._old, self._current = self._current, {}
-            self._current[key] = value
+            for key in keys:
+                if len(self._current) >= self._generation and key not in self._current:
+                    self._old, self._current = self._current, {}
+                self._current[key] = value
 
     def __contains__(self, key: object) -> bool:
         return self.get(key) is not None  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ try:  # the server extra's parser: several times faster on 100k cells
 except ImportError:  # a core install
     from json import loads as _loads
 
+from tablewatch.store.dayindex import Cell
 from tablewatch.store.table import Row, RowMutation, SetCell, Table, newest_values
 
 NAME_PREFIX = b"n"
@@ -51,7 +52,7 @@ def series_json(metric: str, tags: Mapping[str, str]) -> bytes:
     return json.dumps({"metric": metric, "tags": dict(tags)}).encode()
 
 
-def index_cells(metric: str, tags: Mapping[str, str], sid: bytes, meta: bytes) -> list[tuple[bytes, str, bytes, bytes, int]]:
+def index_cells(metric: str, tags: Mapping[str, str], sid: bytes, meta: bytes) -> list[Cell]:
     """The index cells of one series (``meta``: its JSON) as (row key, family,
     qualifier, value, timestamp ms): one in its metric's row, one per tag."""
     cells = [(name_key(metric), FAMILY, sid, meta, 0)]

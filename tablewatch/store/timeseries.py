@@ -438,14 +438,15 @@ class Store:
         naming the flat index (``values[7]``)."""
         if not isinstance(series, list) or set(map(type, series)) - {pointbatch.SeriesRef}:
             raise ValidationTypeError("series", type(series).__name__, "must be a list of Store.series_ref() handles")
-        counts = np.asarray(counts)
+        counts = np.asarray(counts) if len(series) else np.zeros(0, dtype=np.int64)
         if counts.shape != (len(series),) or counts.dtype.kind not in "iu" or (len(counts) and counts.min() < 0):
             raise ValidationError("counts", counts.tolist(), "must be one count >= 0 per series")
         ts_us = to_us_array(ts, "ts")
         vals = _float_array(values, "values", allow_inf)
         total = int(counts.sum())
         if len(ts_us) != total or len(vals) != total:
-            raise ValidationError("values", f"{len(ts_us)} ts and {len(vals)} values", f"must be sum(counts) ({total}) each")
+            raise ValidationError("values", f"{len(ts_us)} ts and {len(vals)} values",
+                                  f"must be sum(counts) ({total}) each")
         given = np.ones(len(series), dtype=bool) if has_steps is None else np.asarray(has_steps, dtype=bool)
         if given.shape != (len(series),):
             raise ValidationError("has_steps", given.shape, "must be one bool per series")
@@ -522,8 +523,8 @@ class Store:
             point_families = np.array([ref.family for ref in series], dtype=object)[cells.batch].tolist()
         set_cells(self._points, CellColumns(cells.keys, point_families, cells.qualifiers, cells.values,
                                             cells.timestamps_ms))
-        for b, days in new_days.items():
-            self._days.remember(series[b].sid, days)
+        if new_days:
+            self._days.remember_pairs([(series[b].sid, day) for b, days in new_days.items() for day in days])
         return len(columns.ts_us)
 
     def _index_cells(self, new: list[tuple[pointbatch.SeriesRef, list[int]]]) -> CellColumns:

@@ -252,6 +252,7 @@ class TimeSeriesContract:
         assert store.write_points_many([{"metric": "serve.latency_s", "tags": {"pod": "p0"}, "ts": ts[:2],
                                          "values": np.array([1.0, 2.0])}]) == 2
         assert len(store.read_points("serve.latency_s", {"pod": "p0"})) == 2
+        assert store.write_series_points([], [], np.array([]), np.array([])) == 0
         with pytest.raises(ValidationError) as raised:
             store.write_series_points(refs[:2], [1, 1], ts[:2], np.array([1.0, float("inf")]))
         assert raised.value.field == "values[1]"
