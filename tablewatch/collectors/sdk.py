@@ -101,6 +101,11 @@ _GROUP_POINTS = 200_000
 #: Series written in one round trip: the first guess, then sized to about a
 #: second of the store's measured speed, within these bounds.
 _GROUP_SERIES, _MIN_GROUP_SERIES, _GROUP_SERIES_MAX = 5_000, 500, 200_000
+#: Series written in one round trip while they are new to the store (not
+#: resolved yet): their index cells land all over the tag index's wide rows,
+#: and each commit rewrites the pages it touched, so small calls cost far more
+#: per series (measured on SQLite). Such calls do not resize the groups.
+_NEW_SERIES_GROUP = 50_000
 #: A series' buffer is handed off at this many points at least (fewer when
 #: many series share ``max_buffered_points``).
 _MIN_HANDOFF_POINTS = 2
@@ -301,6 +306,12 @@ def _write_columns_of(store: Any, entries: list[PointsEntry]) -> None:
         refs, [len(entry.ts_us) for entry in entries],
         np.concatenate([entry.ts_us for entry in entries]).view("datetime64[us]"),
         np.concatenate([entry.values for entry in entries]), steps, has_steps, allow_inf=True)
+
+
+def _is_new(entry: Entry) -> bool:
+    """Whether ``entry`` holds points of a logged series the store has not resolved yet."""
+    series = getattr(entry, "series", None)
+    return series is not None and series.ref is None
 
 
 def _is_outage(error: BaseException) -> bool:
@@ -978,7 +989,9 @@ class Collector:
             if self._abandoned or (self._closing and not self._closed):
                 break  # close() is waiting for this round: it writes the rest itself
             hi, points = done + 1, entries[done].points
-            while (hi < len(entries) and hi - done < self._group_series
+            new = _is_new(entries[done])
+            group = max(self._group_series, _NEW_SERIES_GROUP) if new else self._group_series
+            while (hi < len(entries) and hi - done < group
                    and points + entries[hi].points <= _GROUP_POINTS):
                 points += entries[hi].points
                 hi += 1
@@ -989,7 +1002,7 @@ class Collector:
                 e.done = done
                 raise
             elapsed = time.monotonic() - started
-            if hi - done > 1 and elapsed > 0:  # aim at about a second per call
+            if hi - done > 1 and elapsed > 0 and not new:  # aim at about a second per call
                 self._group_series = max(_MIN_GROUP_SERIES, min(_GROUP_SERIES_MAX, int((hi - done) / elapsed)))
             if written is not None:
                 written(done, hi, chunk_refused)
