@@ -80,6 +80,7 @@ from tablewatch.errors import (
 )
 from tablewatch.store.backends import BACKENDS, resolve_url, scheme_of
 from tablewatch.store.names import MAX_TAGS, validate_metric, validate_tags
+from tablewatch.store.pointbatch import gc_paused
 from tablewatch.store.runs import TrainingRun, validate_training_run
 from tablewatch.store.tasks import TaskRun, validate_task_run
 from tablewatch.store.timestamps import to_us
@@ -100,6 +101,11 @@ _GROUP_POINTS = 200_000
 #: Series written in one round trip: the first guess, then sized to about a
 #: second of the store's measured speed, within these bounds.
 _GROUP_SERIES, _MIN_GROUP_SERIES, _GROUP_SERIES_MAX = 5_000, 500, 200_000
+#: Series written in one round trip while they are new to the store (not
+#: resolved yet): their index cells land all over the tag index's wide rows,
+#: and each commit rewrites the pages it touched, so small calls cost far more
+#: per series (measured on SQLite). Such calls do not resize the groups.
+_NEW_SERIES_GROUP = 50_000
 #: A series' buffer is handed off at this many points at least (fewer when
 #: many series share ``max_buffered_points``).
 _MIN_HANDOFF_POINTS = 2
@@ -169,7 +175,7 @@ class _Series:
     Python container to append to: no per-point tuple for the garbage
     collector to track, and one ``np.fromiter`` call converts it.)"""
 
-    __slots__ = ("metric", "tags", "data", "run", "last")
+    __slots__ = ("metric", "tags", "data", "run", "last", "ref")
 
     def __init__(self, metric: str, tags: dict[str, str], run: Run | None) -> None:
         self.metric = metric
@@ -177,6 +183,8 @@ class _Series:
         self.data: list[float] = []
         self.run = run
         self.last: tuple[float, float] | None = None  # (ts seconds, value) of the last point taken
+        #: (store, what ``store.series_ref`` gave): resolved once per store, not per write.
+        self.ref: tuple[Any, Any] | None = None
 
 
 class _Batch:
@@ -198,6 +206,10 @@ class _Batch:
         return len(self.data) // 3
 
     def entries(self) -> list[PointsEntry]:
+        with gc_paused():  # an entry and three views per series: no cycles, and a full collection per burst otherwise
+            return self._entries()
+
+    def _entries(self) -> list[PointsEntry]:
         triples = self.data.reshape(-1, 3)
         # A float of epoch seconds is within 0.25 µs of the µs it came from up to
         # 2100, so rounding recovers exact microseconds (also for a given ts).
@@ -214,13 +226,14 @@ class _Batch:
             lo, hi = edges[i], edges[i + 1]
             metric, tags, stepped = series.metric, series.tags, with_steps[i]
             if stepped == hi - lo:
-                entries.append(PointsEntry(metric, tags, ts_us[lo:hi], values[lo:hi], steps[lo:hi]))
+                entries.append(PointsEntry(metric, tags, ts_us[lo:hi], values[lo:hi], steps[lo:hi], series))
             elif not stepped:
-                entries.append(PointsEntry(metric, tags, ts_us[lo:hi], values[lo:hi], None))
+                entries.append(PointsEntry(metric, tags, ts_us[lo:hi], values[lo:hi], None, series))
             else:  # a series logged with and without steps: one entry each
                 mask = has_step[lo:hi]
-                entries.append(PointsEntry(metric, tags, ts_us[lo:hi][mask], values[lo:hi][mask], steps[lo:hi][mask]))
-                entries.append(PointsEntry(metric, tags, ts_us[lo:hi][~mask], values[lo:hi][~mask], None))
+                entries.append(PointsEntry(metric, tags, ts_us[lo:hi][mask], values[lo:hi][mask], steps[lo:hi][mask],
+                                           series))
+                entries.append(PointsEntry(metric, tags, ts_us[lo:hi][~mask], values[lo:hi][~mask], None, series))
         return entries
 
 
@@ -262,6 +275,43 @@ def _merge_batches(batches: list[_Batch]) -> _Batch:
     triples = np.concatenate([b.data for b in batches]).reshape(-1, 3)[order]
     counts = np.bincount(owner, minlength=len(series))
     return _Batch(series, counts.tolist(), triples.reshape(-1))
+
+
+def _write_series_points(store: Any, entries: list[PointsEntry]) -> None:
+    """Write points entries through ``store.write_series_points``: one call,
+    flat columns, each series' handle kept on its ``_Series`` (entries replayed
+    from the spool have none: resolved here)."""
+    with gc_paused():  # a few objects per series: see gc_paused
+        _write_columns_of(store, entries)
+
+
+def _write_columns_of(store: Any, entries: list[PointsEntry]) -> None:
+    refs = []
+    for entry in entries:
+        series = entry.series
+        held = None if series is None else series.ref
+        if held is not None and held[0] is store:
+            refs.append(held[1])
+            continue
+        ref = store.series_ref(entry.metric, entry.tags)
+        if series is not None:
+            series.ref = (store, ref)
+        refs.append(ref)
+    has_steps = [entry.steps is not None for entry in entries]
+    steps = None
+    if any(has_steps):
+        # (an entry without steps fills its place with its ts: write_series_points skips them by has_steps)
+        steps = np.concatenate([entry.ts_us if entry.steps is None else entry.steps for entry in entries])
+    store.write_series_points(
+        refs, [len(entry.ts_us) for entry in entries],
+        np.concatenate([entry.ts_us for entry in entries]).view("datetime64[us]"),
+        np.concatenate([entry.values for entry in entries]), steps, has_steps, allow_inf=True)
+
+
+def _is_new(entry: Entry) -> bool:
+    """Whether ``entry`` holds points of a logged series the store has not resolved yet."""
+    series = getattr(entry, "series", None)
+    return series is not None and series.ref is None
 
 
 def _is_outage(error: BaseException) -> bool:
@@ -939,7 +989,9 @@ class Collector:
             if self._abandoned or (self._closing and not self._closed):
                 break  # close() is waiting for this round: it writes the rest itself
             hi, points = done + 1, entries[done].points
-            while (hi < len(entries) and hi - done < self._group_series
+            new = _is_new(entries[done])
+            group = max(self._group_series, _NEW_SERIES_GROUP) if new else self._group_series
+            while (hi < len(entries) and hi - done < group
                    and points + entries[hi].points <= _GROUP_POINTS):
                 points += entries[hi].points
                 hi += 1
@@ -950,7 +1002,7 @@ class Collector:
                 e.done = done
                 raise
             elapsed = time.monotonic() - started
-            if hi - done > 1 and elapsed > 0:  # aim at about a second per call
+            if hi - done > 1 and elapsed > 0 and not new:  # aim at about a second per call
                 self._group_series = max(_MIN_GROUP_SERIES, min(_GROUP_SERIES_MAX, int((hi - done) / elapsed)))
             if written is not None:
                 written(done, hi, chunk_refused)
@@ -981,12 +1033,16 @@ class Collector:
     def _write_points_many(self, entries: list[PointsEntry]) -> int:
         if len(entries) == 1:
             return self._write_entry(entries[0])
+        store = self._store
         try:
-            self._store.write_points_many(
-                [{"metric": e.metric, "tags": e.tags, "ts": e.ts_us.view("datetime64[us]"), "values": e.values,
-                  "steps": e.steps} for e in entries],
-                allow_inf=True,
-            )
+            if hasattr(store, "write_series_points"):  # columns, each series resolved once per store
+                _write_series_points(store, entries)
+            else:
+                store.write_points_many(
+                    [{"metric": e.metric, "tags": e.tags, "ts": e.ts_us.view("datetime64[us]"), "values": e.values,
+                      "steps": e.steps} for e in entries],
+                    allow_inf=True,
+                )
             return 0
         except Exception as e:
             if _is_outage(e):

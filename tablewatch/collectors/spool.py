@@ -46,7 +46,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
@@ -80,6 +80,9 @@ class PointsEntry:
     ts_us: np.ndarray
     values: np.ndarray
     steps: np.ndarray | None = None
+    #: The writer's own handle of the series (the SDK keeps what the store
+    #: resolved there); never spooled.
+    series: Any = field(default=None, compare=False, repr=False)
 
     @property
     def points(self) -> int:

@@ -36,6 +36,19 @@ def overlaps(day: int, start_us: int, end_us: int) -> bool:
     return day * DAY_US < end_us and (day + 1) * DAY_US > start_us
 
 
+#: An index cell as written: (row key, family, qualifier, value, timestamp ms).
+Cell = tuple[bytes, str, bytes, bytes, int]
+
+
+def day_cells(row_key: bytes, meta: bytes, days: Iterable[int], family: str) -> list[Cell]:
+    """The index cells recording ``days`` in the row ``row_key``, as (row key,
+    family, qualifier, value, timestamp ms): the row's ``meta`` cell (``meta``
+    family, qualifier ``json``) and one day cell each."""
+    cells = [(row_key, "meta", b"json", meta, 0)]
+    cells += [(row_key, family, _DAY.pack(d), b"", (d + 1) * DAY_S * 1000 - 1) for d in days]
+    return cells
+
+
 class DayIndex:
     """Index rows of one table, and the days this process recently recorded
     (so a day is written about once per process, not once per batch; at most
@@ -54,14 +67,20 @@ class DayIndex:
         new_days = sorted({d for d in days if not self.is_known(entity, d)})
         if not new_days:
             return []
-        cells = [SetCell("meta", b"json", meta, 0)]
-        cells += [SetCell(family, _DAY.pack(d), b"", (d + 1) * DAY_S * 1000 - 1) for d in new_days]
-        return [RowMutation(row_key, cells)]
+        return [RowMutation(row_key, [SetCell(*cell[1:]) for cell in day_cells(row_key, meta, new_days, family)])]
 
     def remember(self, entity: bytes, days: Iterable[int]) -> None:
         """Record that these days of ``entity`` are in the index (after the write)."""
         for d in days:
             self._known.put((entity, d), True)
+
+    def remember_pairs(self, pairs: list[tuple[bytes, int]]) -> None:
+        """:meth:`remember` for many (entity, day) pairs at once."""
+        self._known.put_many(pairs, True)
+
+    def unknown(self, pairs: list[tuple[bytes, int]]) -> list[int]:
+        """Indexes of the (entity, day) pairs this process has not recently recorded."""
+        return [i for i, known in enumerate(self._known.get_many(pairs)) if known is None]
 
     def is_known(self, entity: bytes, day: int) -> bool:
         """Whether this process recently recorded ``day`` of ``entity``."""

@@ -11,7 +11,7 @@ current one, and when the current one is full the old one is dropped. At most
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -41,11 +41,29 @@ class LRU(Generic[K, V]):
         self.put(key, value)
         return value
 
+    def get_many(self, keys: list[K]) -> list[V | None]:
+        """``[get(key) for key in keys]`` at the cost of one dict lookup per key."""
+        found = list(map(self._current.get, keys))
+        if None in found:
+            old = self._old.get
+            for i, value in enumerate(found):
+                if value is None:
+                    value = old(keys[i])
+                    if value is not None:
+                        self.put(keys[i], value)
+                        found[i] = value
+        return found
+
     def put(self, key: K, value: V) -> None:
+        self.put_many((key,), value)
+
+    def put_many(self, keys: Sequence[K], value: V) -> None:
+        """``put(key, value)`` for each key, taking the lock once."""
         with self._lock:
-            if len(self._current) >= self._generation and key not in self._current:
-                self._old, self._current = self._current, {}
-            self._current[key] = value
+            for key in keys:
+                if len(self._current) >= self._generation and key not in self._current:
+                    self._old, self._current = self._current, {}
+                self._current[key] = value
 
     def __contains__(self, key: object) -> bool:
         return self.get(key) is not None  # type: ignore[arg-type]

@@ -20,7 +20,8 @@ import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from itertools import chain
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,15 +34,26 @@ BATCH_KEYS = frozenset({"metric", "tags", "ts", "values", "steps"})
 _SCALARS = (int, float)
 _KEY = np.dtype([("salt", "u1"), ("sid", ">u8"), ("bucket", ">u4")])  # packed: the 13-byte point key
 
-#: A series as resolved by the store: (metric, clean tags, series id).
-Resolved = tuple[str, dict[str, str], bytes]
+
+
+class SeriesRef(NamedTuple):
+    """A series as the store resolved it once (``Store.series_ref``): checked
+    name and tags, series id, and the family of ``tw_points`` its points go to.
+    A writer that logs the same series again and again keeps it, so that a
+    write costs no lookup by name and tags per series."""
+
+    metric: str
+    tags: dict[str, str]
+    sid: bytes
+    family: str
+
 
 
 @dataclass(frozen=True)
 class PointColumns:
     """Every point of a call, one array each, sorted by (batch, ts)."""
 
-    series: list[Resolved]   # per batch
+    series: list[SeriesRef]  # per batch
     batch: np.ndarray        # per point: its batch
     ts_us: np.ndarray
     values: np.ndarray
@@ -68,16 +80,16 @@ def gc_paused() -> Iterator[None]:
 
 def columns_of(
     batches: Sequence[Any],
-    resolve: Callable[[Any, Any], Resolved | None],
+    resolve_many: Callable[[list[Any], list[Any]], list[SeriesRef] | None],
     float_array: Callable[[Any, str, bool], np.ndarray],
     step_array: Callable[[Any, str], np.ndarray],
     allow_inf: bool,
 ) -> PointColumns | None:
     """The points of ``batches`` as columns, checked; None when any batch needs
     the batch-by-batch path (to be checked there, or to name its error).
-    ``resolve(metric, tags)`` returns the series or None when invalid."""
-    # Taken apart a field at a time (no Python loop body per batch beyond resolve).
-    if not batches or set(map(type, batches)) != {dict} or not all(b.keys() <= BATCH_KEYS for b in batches):
+    ``resolve_many(metrics, tags)`` returns the series, or None when one is invalid."""
+    # Taken apart a field at a time (no Python loop body per batch).
+    if not batches or set(map(type, batches)) != {dict} or not set(chain.from_iterable(batches)) <= BATCH_KEYS:
         return None
     try:
         metrics = [b["metric"] for b in batches]
@@ -86,8 +98,8 @@ def columns_of(
     except KeyError:
         return None
     step_parts = [b.get("steps") for b in batches]
-    series: list[Resolved] = list(map(resolve, metrics, [b.get("tags") for b in batches]))
-    if None in series:
+    series = resolve_many(metrics, [b.get("tags") for b in batches])
+    if series is None:
         return None
     lengths = _lengths(ts_parts, value_parts, step_parts)
     if lengths is None:
@@ -101,7 +113,14 @@ def columns_of(
             steps = _mixed_steps(step_parts, lengths, step_array)
     except (ValidationError, ValueError, TypeError):
         return None
-    counts = np.asarray(lengths, dtype=np.int64)
+    has_steps = np.fromiter((s is not None for s in step_parts), dtype=bool, count=len(step_parts))
+    return point_columns(series, np.asarray(lengths, dtype=np.int64), ts_us, values, steps, has_steps)
+
+
+def point_columns(series: list[SeriesRef], counts: np.ndarray, ts_us: np.ndarray, values: np.ndarray,
+                  steps: np.ndarray | None, has_steps: np.ndarray) -> PointColumns:
+    """Checked points of ``series`` (``counts[i]`` points of ``series[i]``, in
+    order) as :class:`PointColumns`, each series' points sorted by time."""
     batch_of = np.repeat(np.arange(len(series), dtype=np.int64), counts)
     if len(ts_us) > 1:
         step_back = (ts_us[1:] < ts_us[:-1]) & (batch_of[1:] == batch_of[:-1])
@@ -109,7 +128,6 @@ def columns_of(
             order = np.lexsort((ts_us, batch_of))
             ts_us, values = ts_us[order], values[order]
             steps = steps[order] if steps is not None else None
-    has_steps = np.fromiter((s is not None for s in step_parts), dtype=bool, count=len(step_parts))
     return PointColumns(series, batch_of, ts_us, values, steps, has_steps)
 
 
@@ -184,7 +202,7 @@ def chunk_cells(columns: PointColumns, codec: KeyCodec) -> ChunkCells:
         stops = np.r_[starts[1:], n]
     group_batch = batch_of[starts]
     group_bucket = buckets[starts]
-    sids = np.frombuffer(b"".join(s[2] for s in columns.series), dtype=">u8")[group_batch]
+    sids = np.frombuffer(b"".join([s.sid for s in columns.series]), dtype=">u8")[group_batch]
     key_rows = np.empty(len(starts), dtype=_KEY)
     key_rows["salt"] = ((sids >> np.uint64(32)).astype(np.int64) + group_bucket) % codec.salt_buckets
     key_rows["sid"] = sids

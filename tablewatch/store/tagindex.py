@@ -34,6 +34,7 @@ try:  # the server extra's parser: several times faster on 100k cells
 except ImportError:  # a core install
     from json import loads as _loads
 
+from tablewatch.store.dayindex import Cell
 from tablewatch.store.table import Row, RowMutation, SetCell, Table, newest_values
 
 NAME_PREFIX = b"n"
@@ -51,12 +52,18 @@ def series_json(metric: str, tags: Mapping[str, str]) -> bytes:
     return json.dumps({"metric": metric, "tags": dict(tags)}).encode()
 
 
+def index_cells(metric: str, tags: Mapping[str, str], sid: bytes, meta: bytes) -> list[Cell]:
+    """The index cells of one series (``meta``: its JSON) as (row key, family,
+    qualifier, value, timestamp ms): one in its metric's row, one per tag."""
+    cells = [(name_key(metric), FAMILY, sid, meta, 0)]
+    cells += [(tag_key(key, value, metric), FAMILY, sid, meta, 0) for key, value in tags.items()]
+    return cells
+
+
 def index_rows(metric: str, tags: Mapping[str, str], sid: bytes, meta: bytes | None = None) -> list[RowMutation]:
-    """The index cells of one series (``meta``: its JSON, computed when None)."""
+    """The index cells of one series as row mutations (``meta``: its JSON, computed when None)."""
     meta = meta if meta is not None else series_json(metric, tags)
-    rows = [RowMutation(name_key(metric), [SetCell(FAMILY, sid, meta, 0)])]
-    rows += [RowMutation(tag_key(key, value, metric), [SetCell(FAMILY, sid, meta, 0)]) for key, value in tags.items()]
-    return rows
+    return [RowMutation(key, [SetCell(*cell)]) for key, *cell in index_cells(metric, tags, sid, meta)]
 
 
 def name_key(metric: str) -> bytes:

@@ -48,7 +48,7 @@ from tablewatch.errors import (
 from tablewatch.store import chunks, merge, pointbatch, sketches
 from tablewatch.store.backends import open_backend
 from tablewatch.store.downsample import aggregate, minmax_indices
-from tablewatch.store.dayindex import DayIndex, days_in, overlaps
+from tablewatch.store.dayindex import DayIndex, day_cells, days_in, overlaps
 from tablewatch.store.keys import DAY_US, US_PER_S, KeyCodec, day_of, task_id
 from tablewatch.store.lru import LRU
 from tablewatch.store.names import SERIES_ID_BYTES, Series, series_id, validate_metric, validate_tags
@@ -65,7 +65,7 @@ from tablewatch.store.table import (
     newest_cells_of,
     set_cells,
 )
-from tablewatch.store.tagindex import TagIndex, index_rows, series_json
+from tablewatch.store.tagindex import TagIndex, index_cells, index_rows, series_json
 from tablewatch.store.tagindex import matches as _tags_match  # noqa: F401 - tablewatch.alerts imports it here
 from tablewatch.store.runs import TrainingRun, validate_training_run
 from tablewatch.store.tasks import TaskRun, validate_task_run
@@ -203,7 +203,7 @@ class Store:
         self._runs = backend.table(RUNS)
         self._sketches = sketches.SketchTable(backend.table(SKETCHES), self.codec)
         self._days = DayIndex(self._index)
-        self._series_cache: LRU[tuple, tuple[str, dict[str, str], bytes]] = LRU(SERIES_CACHE_ENTRIES)
+        self._series_cache: LRU[tuple, pointbatch.SeriesRef] = LRU(SERIES_CACHE_ENTRIES)
         self._tag_index = TagIndex(self._index, backend.table(META))
         if not self._tag_index.is_complete():
             self._tag_index.backfill()  # a store written before the tag index: once
@@ -216,6 +216,7 @@ class Store:
         #: Families of ``tw_points`` in this store (a store made before run
         #: points had their own family has only ``p``: every series goes there).
         self._point_families = [f for f in POINTS_FAMILIES if f in families]
+        self._series_cache.clear()  # it holds each series' family
         ages = [families[f].max_age_s for f in self._point_families]
         # Reads skip buckets older than the longest points retention.
         self._points_max_age_us = None if None in ages else int(max(ages) * US_PER_S)
@@ -288,6 +289,14 @@ class Store:
     # -- series ---------------------------------------------------------------------
 
     def _resolve(self, metric: str, tags: Mapping[str, str] | None) -> tuple[str, dict[str, str], bytes]:
+        return self.series_ref(metric, tags)[:3]
+
+    def series_ref(self, metric: str, tags: Mapping[str, str] | None = None) -> pointbatch.SeriesRef:
+        """The series ``metric`` with ``tags``, checked (raises ValidationError
+        naming the field): a writer that keeps it passes it to
+        :meth:`write_series_points` and skips the lookup by name and tags.
+        Valid for this store (it holds the family of ``tw_points`` the series'
+        points go to)."""
         try:
             key = (metric, tuple(sorted(tags.items())) if isinstance(tags, Mapping) else tags)
             cached = self._series_cache.get(key)
@@ -295,29 +304,32 @@ class Store:
             key, cached = None, None  # unsortable or unhashable tags: validate_tags names them
         if cached is not None:
             return cached
-        metric = validate_metric(metric)
-        clean = validate_tags(tags)
-        found = (metric, clean, series_id(metric, clean))
+        found = self._new_ref(metric, tags)
         if key is not None:
             self._series_cache.put(key, found)
         return found
 
-    def _resolve_or_none(self, metric: Any, tags: Any) -> tuple[str, dict[str, str], bytes] | None:
-        """The series, or None when metric or tags are invalid (the caller's
-        batch-by-batch path names the error). Cached by tags in given order."""
+    def _new_ref(self, metric: Any, tags: Any) -> pointbatch.SeriesRef:
+        metric = validate_metric(metric)
+        clean = validate_tags(tags)
+        return pointbatch.SeriesRef(metric, clean, series_id(metric, clean), self._points_family(metric, clean))
+
+    def _refs_or_none(self, metrics: list[Any], tags: list[Any]) -> list[pointbatch.SeriesRef] | None:
+        """The series of each (metric, tags), or None when one is invalid (the
+        caller's batch-by-batch path names the error). Cached by tags in given order."""
         try:
-            key = (metric, tuple(tags.items()) if type(tags) is dict else tags)
-            found = self._series_cache.get(key)
+            keys = [(metric, tuple(t.items()) if type(t) is dict else t) for metric, t in zip(metrics, tags)]
+            found = self._series_cache.get_many(keys)
         except TypeError:
             return None
-        if found is None:
-            try:
-                clean_metric, clean_tags = validate_metric(metric), validate_tags(tags)
-            except ValidationError:
-                return None
-            found = (clean_metric, clean_tags, series_id(clean_metric, clean_tags))
-            self._series_cache.put(key, found)
-        return found
+        if None in found:
+            for i in [i for i, ref in enumerate(found) if ref is None]:
+                try:
+                    found[i] = self._new_ref(metrics[i], tags[i])
+                except ValidationError:
+                    return None
+                self._series_cache.put(keys[i], found[i])
+        return found  # type: ignore[return-value]
 
     def _points_family(self, metric: str, tags: Mapping[str, str]) -> str:
         """:func:`points_family`, or ``p`` in a store made before ``r`` existed."""
@@ -398,7 +410,7 @@ class Store:
         """
         batches = batches if isinstance(batches, list) else list(batches)
         with pointbatch.gc_paused():
-            columns = pointbatch.columns_of(batches, self._resolve_or_none, _float_array, _step_array, allow_inf)
+            columns = pointbatch.columns_of(batches, self._refs_or_none, _float_array, _step_array, allow_inf)
             if columns is not None:
                 return self._write_columns(columns)
         prepared = []
@@ -420,13 +432,61 @@ class Store:
                 raise type(e)(field, e.value, e.problem) from e
         return self._write_batches(prepared)
 
+    def write_series_points(
+        self,
+        series: Sequence[pointbatch.SeriesRef],
+        counts: Any,
+        ts: Any,
+        values: Any,
+        steps: Any = None,
+        has_steps: Any = None,
+        *,
+        allow_inf: bool = False,
+    ) -> int:
+        """Write points of many series given as flat columns; the number written.
+
+        ``series``: handles from :meth:`series_ref`; ``counts[i]`` points of
+        ``series[i]`` follow each other in ``ts`` and ``values`` (and ``steps``),
+        series after series. ``steps``: None, or one integer per point, taken
+        for the series where ``has_steps[i]`` (every series when ``has_steps``
+        is None). What a writer that keeps its series' handles (the Collector)
+        calls instead of :meth:`write_points_many`: no mapping and no lookup by
+        name per series. Checked as :meth:`write_points_many` checks, errors
+        naming the flat index (``values[7]``)."""
+        if not isinstance(series, list) or set(map(type, series)) - {pointbatch.SeriesRef}:
+            raise ValidationTypeError("series", type(series).__name__, "must be a list of Store.series_ref() handles")
+        counts = np.asarray(counts) if len(series) else np.zeros(0, dtype=np.int64)
+        if counts.shape != (len(series),) or counts.dtype.kind not in "iu" or (len(counts) and counts.min() < 0):
+            raise ValidationError("counts", counts.tolist(), "must be one count >= 0 per series")
+        ts_us = to_us_array(ts, "ts")
+        vals = _float_array(values, "values", allow_inf)
+        total = int(counts.sum())
+        if len(ts_us) != total or len(vals) != total:
+            raise ValidationError("values", f"{len(ts_us)} ts and {len(vals)} values",
+                                  f"must be sum(counts) ({total}) each")
+        given = np.ones(len(series), dtype=bool) if has_steps is None else np.asarray(has_steps, dtype=bool)
+        if given.shape != (len(series),):
+            raise ValidationError("has_steps", given.shape, "must be one bool per series")
+        step_array = None
+        if steps is not None and given.any():
+            raw = np.asarray(steps)
+            if raw.shape != (total,):
+                raise ValidationError("steps", f"{raw.shape}", f"must be one per point ({total})")
+            per_point = np.repeat(given, counts)
+            step_array = np.full(total, chunks.NO_STEP, dtype=np.int64)
+            step_array[per_point] = _step_array(np.where(per_point, raw, 0), "steps")[per_point]
+        else:
+            given = np.zeros(len(series), dtype=bool)
+        with pointbatch.gc_paused():
+            return self._write_columns(pointbatch.point_columns(series, counts.astype(np.int64), ts_us, vals,
+                                                                step_array, given))
+
     def _point_batch(
         self, metric: str, tags: Any, ts: Any, values: Any, steps: Any, allow_inf: bool
     ) -> tuple[list[RowMutation], list[RowMutation], bytes, set[int], int]:
         """Check one series' points and build its mutations:
         (point rows, index rows, series id, days, point count)."""
-        metric, clean_tags, sid = self._resolve(metric, tags)
-        family = self._points_family(metric, clean_tags)
+        metric, clean_tags, sid, family = self.series_ref(metric, tags)
         ts_us = to_us_array(ts, "ts")
         vals = _float_array(values, "values", allow_inf)
         step_array = _step_array(steps, "steps") if steps is not None else None
@@ -460,31 +520,41 @@ class Store:
         return rows, index, sid, days, len(ts_us)
 
     def _write_columns(self, columns: pointbatch.PointColumns) -> int:
-        """Write the points of many series checked as columns: index rows of the
+        """Write the points of many series checked as columns: index cells of the
         (series, day) pairs new to this process, then one chunk per (batch, bucket)."""
         if len(columns.ts_us) == 0:
             return 0
         cells = pointbatch.chunk_cells(columns, self.codec)
-        new_days: dict[int, list[int]] = {}
-        is_known = self._days.is_known
         series = columns.series
-        for b, day in pointbatch.batch_days(cells):
-            if not is_known(series[b][2], day):
-                new_days.setdefault(b, []).append(day)
-        index: list[RowMutation] = []
-        for b, days in new_days.items():
-            metric, tags, sid = series[b]
-            meta = series_json(metric, tags)
-            index += self._days.mutations(self._series_row_key(metric, sid), meta, sid, days, POINT_DAYS)
-            index += index_rows(metric, tags, sid, meta)
-        by_batch = [self._points_family(metric, tags) for metric, tags, _ in series]
-        families = [by_batch[b] for b in cells.batch.tolist()]
-        if index:  # index first: a reader never misses written points
-            self._index.mutate_rows(sorted(_merge_rows(index), key=lambda row: row.key))
-        set_cells(self._points, CellColumns(cells.keys, families, cells.qualifiers, cells.values, cells.timestamps_ms))
-        for b, days in new_days.items():
-            self._days.remember(series[b][2], days)
+        pairs = pointbatch.batch_days(cells)
+        new_days: dict[int, list[int]] = {}
+        for i in self._days.unknown([(series[b].sid, day) for b, day in pairs]):
+            b, day = pairs[i]
+            new_days.setdefault(b, []).append(day)
+        if new_days:  # index first: a reader never misses written points
+            set_cells(self._index, self._index_cells([(series[b], days) for b, days in new_days.items()]))
+        families = {ref.family for ref in series}
+        if len(families) == 1:
+            point_families = [families.pop()] * len(cells.keys)
+        else:
+            point_families = np.array([ref.family for ref in series], dtype=object)[cells.batch].tolist()
+        set_cells(self._points, CellColumns(cells.keys, point_families, cells.qualifiers, cells.values,
+                                            cells.timestamps_ms))
+        if new_days:
+            self._days.remember_pairs([(series[b].sid, day) for b, days in new_days.items() for day in days])
         return len(columns.ts_us)
+
+    def _index_cells(self, new: list[tuple[pointbatch.SeriesRef, list[int]]]) -> CellColumns:
+        """The index cells of series with days new to this process: their day-index
+        row (meta and day cells) and their tag index cells, as columns. (Not sorted:
+        measured, sorting 600k cells costs more than it saves SQLite.)"""
+        cells: list[tuple[bytes, str, bytes, bytes, int]] = []
+        for ref, days in new:
+            meta = series_json(ref.metric, ref.tags)
+            cells += day_cells(self._series_row_key(ref.metric, ref.sid), meta, days, POINT_DAYS)
+            cells += index_cells(ref.metric, ref.tags, ref.sid, meta)
+        keys, families, qualifiers, values, stamps = (list(column) for column in zip(*cells))
+        return CellColumns(keys, families, qualifiers, values, stamps)
 
     def _write_batches(self, prepared: list[tuple[list[RowMutation], list[RowMutation], bytes, set[int], int]]) -> int:
         rows = [row for batch in prepared for row in batch[0]]

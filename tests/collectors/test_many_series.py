@@ -44,3 +44,28 @@ def test_many_series_stay_within_the_memory_bound_while_the_store_is_stuck(tmp_p
         for i in np.random.default_rng(0).choice(SERIES, 20, replace=False):
             _, values, _ = store.read_arrays("serve.latency_s", tags[i])
             assert values.tolist() == [float(r) for r in range(ROUNDS)]
+
+
+def test_each_series_is_resolved_by_the_store_once_not_at_every_flush(tmp_path):
+    url = f"sqlite:///{tmp_path}/tw.db"
+    store = open_store(url)
+    resolved = []
+    series_ref = store.series_ref
+
+    def counting(metric, tags=None):  # the real method, counted
+        resolved.append(metric)
+        return series_ref(metric, tags)
+
+    store.series_ref = counting
+    t0 = time.time() - 600
+    collector = Collector(store=store, flush_interval=60)
+    for r in range(3):
+        for i in range(50):
+            collector.log("serve.latency_s", float(r), ts=t0 + r, tags={"pod": f"p{i}"})
+        collector.log("serve.errors", float("inf"), ts=t0 + r)  # allowed: the collector writes with allow_inf
+        assert collector.flush(timeout=30)
+    assert len(resolved) == 51  # once per series, not once per flush
+    assert collector.stats()["written"] == 3 * 51 and collector.stats()["rejected"] == 0
+    assert store.read_arrays("serve.latency_s", {"pod": "p7"})[1].tolist() == [0.0, 1.0, 2.0]
+    collector.close()
+    store.close()

@@ -24,6 +24,16 @@ def test_lru_keeps_what_is_used_and_forgets_the_rest():
         LRU(1)
 
 
+def test_lru_get_many_answers_as_get_does():
+    cache: LRU[int, str] = LRU(10)
+    for i in range(8):
+        cache.put(i, str(i))  # 0-4 went to the old generation, 5-7 are current
+    assert cache.get_many([7, 0, 99, 3]) == ["7", "0", None, "3"]
+    for i in range(8, 12):
+        cache.put(i, str(i))  # 0 and 3, used above, moved along; 1, 2 and 4 are forgotten
+    assert cache.get_many([0, 1, 3, 4, 11]) == ["0", None, "3", None, "11"]
+
+
 def test_day_index_and_series_cache_are_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(timeseries, "SERIES_CACHE_ENTRIES", 50)
     monkeypatch.setattr("tablewatch.store.dayindex.KNOWN_DAYS", 60)

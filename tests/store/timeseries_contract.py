@@ -234,6 +234,39 @@ class TimeSeriesContract:
             store.write_points("q.depth", {"pod": f"p{i}"}, [T0 + 9000.0], [7.0])
             assert store.read_points("q.depth", {"pod": f"p{i}"})["value"].tolist() == [float(i), 0.5, 7.0]
 
+    def test_write_series_points_takes_flat_columns_of_series_handles(self, store):
+        # What the Collector writes: series resolved once, then flat columns.
+        refs = [store.series_ref("serve.latency_s", {"pod": f"p{i}"}) for i in range(3)]
+        refs.append(store.series_ref("train.loss", {"run": "r1"}))
+        assert refs[0] == store.series_ref("serve.latency_s", {"pod": "p0"})
+        ts = T0 + np.array([0.0, 60.0, 5.0, 9.0, 1.0, 3600.0])
+        # p2 has none, train.loss has two points out of order and steps (p0's are not taken).
+        written = store.write_series_points(refs, [2, 1, 0, 3], ts, np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+                                            np.array([8, 8, 0, 20, 10, 30]), [False, False, False, True])
+        assert written == 6
+        assert store.read_points("serve.latency_s", {"pod": "p0"})["value"].tolist() == [1.0, 2.0]
+        assert store.read_points("serve.latency_s", {"pod": "p0"})["step"].isna().all()
+        loss = store.read_points("train.loss", {"run": "r1"})
+        assert loss["value"].tolist() == [5.0, 4.0, 6.0] and loss["step"].tolist() == [10, 20, 30]
+        assert [s.tags for s in store.find_series("serve.latency_s")] == [{"pod": "p0"}, {"pod": "p1"}]
+        # The same points through write_points_many: the same cells, nothing twice.
+        assert store.write_points_many([{"metric": "serve.latency_s", "tags": {"pod": "p0"}, "ts": ts[:2],
+                                         "values": np.array([1.0, 2.0])}]) == 2
+        assert len(store.read_points("serve.latency_s", {"pod": "p0"})) == 2
+        assert store.write_series_points([], [], np.array([]), np.array([])) == 0
+        with pytest.raises(ValidationError) as raised:
+            store.write_series_points(refs[:2], [1, 1], ts[:2], np.array([1.0, float("inf")]))
+        assert raised.value.field == "values[1]"
+        with pytest.raises(ValidationError) as raised:
+            store.write_series_points(refs[:2], [1, 2], ts[:2], np.array([1.0, 2.0]))
+        assert raised.value.field == "values"
+        with pytest.raises(ValidationError) as raised:
+            store.write_series_points([("m", {}, b"12345678", "p")], [1], ts[:1], np.array([1.0]))
+        assert raised.value.field == "series"
+        with pytest.raises(ValidationError) as raised:
+            store.series_ref("m", {"x": ""})
+        assert raised.value.field == "tags['x']"
+
     def test_closed_buckets_are_merged_and_replays_are_harmless(self, store):
         # A Collector flushing every 4 s: one small chunk per point, two hours.
         ts = T0 + np.arange(0, 7200, 4.0)
