@@ -16,7 +16,11 @@ from tablewatch.cli import main
 from tablewatch.collectors.server import create_app, serve_in_thread
 from tablewatch.store import open_store
 
-T0 = datetime(2026, 11, 4, tzinfo=timezone.utc).timestamp()
+T0 = float(int(time.time()) // 86400 * 86400 - 2 * 86400)  # a midnight two days ago: within the points' retention
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @pytest.fixture
@@ -28,7 +32,7 @@ def test_push_to_a_store(store_url, capsys):
     assert main(["push", "etl.rows", "1250", "--tag", "pipeline=nightly", "--tag", "task=load",
                  "--ts", str(T0), "--step", "3", "--store", store_url]) == 0
     assert main(["push", "etl.rows", "-7.5", "--tag", "pipeline=nightly", "--tag", "task=load",
-                 "--ts", "2026-11-04T00:00:10Z", "--store", store_url]) == 0
+                 "--ts", _iso(T0 + 10), "--store", store_url]) == 0
     with open_store(store_url) as store:
         frame = store.read_points("etl.rows", {"pipeline": "nightly", "task": "load"})
     assert frame["value"].tolist() == [1250.0, -7.5]

@@ -15,8 +15,12 @@ from tablewatch.collectors.server import create_app, serve_in_thread
 from tablewatch.store import open_store
 from tablewatch.store.sketches import PREDICTION
 
-T0 = datetime(2026, 11, 3, tzinfo=timezone.utc).timestamp()
+T0 = float(int(time.time()) // 86400 * 86400 - 2 * 86400)  # a midnight two days ago: within the points' retention
 TOKEN = "s3cret-token"
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +63,7 @@ def test_api_needs_the_bearer_token(server, store, header):
 def test_row_points_are_written(client, store):
     points = [{"metric": "train.loss", "tags": {"run": "r1"}, "ts": T0 + i, "value": 1.0 / (i + 1), "step": i}
               for i in range(50)]
-    points.append({"metric": "train.loss", "tags": {"run": "r2"}, "ts": "2026-11-03T00:00:05Z", "value": 7})
+    points.append({"metric": "train.loss", "tags": {"run": "r2"}, "ts": _iso(T0 + 5), "value": 7})
     response = client.post("/api/v1/points", json=points)
     assert response.status_code == 200, response.text
     assert response.json() == {"accepted": 51, "points": 51, "rejected": []}
@@ -175,7 +179,7 @@ def test_task_runs(client, store):
          "started_at": T0, "ended_at": T0 + 12.5, "host": "w1"},
         {"pipeline": "etl", "task": "extract", "run_id": "d2", "status": "exploded", "started_at": T0},
         {"pipeline": "etl", "task": "load", "run_id": "d1", "status": "failure", "attempt": 2,
-         "started_at": "2026-11-03T01:00:00Z", "error_type": "IOError"},
+         "started_at": _iso(T0 + 3600), "error_type": "IOError"},
         {"pipeline": "etl", "task": "load", "status": "success", "started_at": T0},
     ]
     response = client.post("/api/v1/tasks", json=runs)

@@ -60,9 +60,9 @@ class TimeSeriesContract:
         assert frame["step"].isna().all()
 
     def test_timestamp_kinds(self, store):
-        when = datetime(2026, 11, 2, 12, 0, tzinfo=timezone.utc)
+        when = datetime.fromtimestamp(T0 + 12 * 3600, timezone.utc)  # within the points' retention
         store.write_points("m", {}, [when], [1.0])
-        store.write_points("m", {}, np.array(["2026-11-02T13:00"], dtype="datetime64[s]"), [2.0])
+        store.write_points("m", {}, np.array([int(T0) + 13 * 3600], dtype="datetime64[s]"), [2.0])
         store.write_points("m", {}, pd.DatetimeIndex([when + timedelta(hours=2)]), [3.0])
         store.write_points("m", {}, when.timestamp() + 3 * 3600, 4.0)
         frame = store.read_points("m", {})
@@ -138,7 +138,7 @@ class TimeSeriesContract:
             assert (capped["rows"], capped["rows_exact"]) == (3, False)
 
     def test_task_runs_newest_first_with_filters(self, store):
-        base = datetime(2026, 11, 3, 23, 0, tzinfo=timezone.utc)
+        base = datetime.fromtimestamp(T0 + 23 * 3600, timezone.utc)  # within the task runs' retention
         runs = []
         for i in range(6):  # crosses midnight: two day buckets
             start = base + timedelta(minutes=30 * i)
