@@ -35,6 +35,8 @@ except ImportError:  # a core install
     from json import loads as _loads
 
 from tablewatch.store.dayindex import Cell
+from tablewatch.store.lru import LRU
+from tablewatch.store.names import Series
 from tablewatch.store.table import Row, RowMutation, SetCell, Table, newest_values
 
 NAME_PREFIX = b"n"
@@ -45,6 +47,9 @@ META_COLUMN = ("meta", b"json")
 #: The marker row in ``tw_meta``: the tag index covers every series.
 MARKER_ROW = b"tagindex"
 BACKFILL_SERIES_PER_WRITE = 2000
+#: Series decoded from index cells that a process keeps (by id), least recently
+#: used forgotten: listing a metric's 100k series again skips parsing their JSON.
+DECODED_SERIES = 262_144
 _COLLECTIONS = (list, tuple, set, frozenset)
 
 
@@ -64,6 +69,12 @@ def index_rows(metric: str, tags: Mapping[str, str], sid: bytes, meta: bytes | N
     """The index cells of one series as row mutations (``meta``: its JSON, computed when None)."""
     meta = meta if meta is not None else series_json(metric, tags)
     return [RowMutation(key, [SetCell(*cell)]) for key, *cell in index_cells(metric, tags, sid, meta)]
+
+
+def sort_key(metric: str, tags: Mapping[str, str]) -> str:
+    """One string per series that orders as (metric, sorted tag items) would: the
+    separators sort below every character a name or tag may hold (stored tags are sorted)."""
+    return metric + "\x00" + "\x00".join([k + "\x01" + v for k, v in tags.items()])
 
 
 def name_key(metric: str) -> bytes:
@@ -97,16 +108,25 @@ class TagIndex:
     def __init__(self, table: Table, meta_table: Table) -> None:
         self.table = table
         self.meta_table = meta_table
+        # An id always names the same metric and tags: a decoded series never goes stale.
+        self._decoded: LRU[bytes, tuple[Series, str]] = LRU(DECODED_SERIES)
 
-    def find(self, metric: str | None, filters: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
-        """(metric, tags) of the series of ``metric`` (any when None) matching ``filters``, unsorted."""
-        found: dict[tuple[str, bytes], tuple[str, dict[str, str]]] = {}
+    def find(self, metric: str | None, filters: Mapping[str, Any]) -> list[tuple[Series, str]]:
+        """(series, sort key) of the series of ``metric`` (any when None)
+        matching ``filters``, unsorted; the sort key orders as (metric, sorted
+        tag items) would. A series decoded before is the same (immutable) object."""
+        candidates = list(self._candidates(metric, filters))
+        known = self._decoded.get_many([sid for _, sid, _ in candidates])
+        found: dict[bytes, tuple[Series, str]] = {}
         loads = _loads
-        for _, sid, value in self._candidates(metric, filters):
-            data = loads(value)
-            name, tags = data["metric"], data["tags"]
-            if (metric is None or name == metric) and (not filters or matches(tags, filters)):
-                found[(name, sid)] = (name, tags)
+        for (_, sid, value), entry in zip(candidates, known):
+            if entry is None:
+                data = loads(value)
+                entry = (Series(data["metric"], data["tags"]), sort_key(data["metric"], data["tags"]))
+                self._decoded.put(sid, entry)
+            series = entry[0]
+            if (metric is None or series.metric == metric) and (not filters or matches(series.tags, filters)):
+                found[sid] = entry
         return list(found.values())
 
     def _candidates(self, metric: str | None, filters: Mapping[str, Any]) -> Iterable[tuple[bytes, bytes, bytes]]:

@@ -48,3 +48,19 @@ def test_day_index_and_series_cache_are_bounded(tmp_path, monkeypatch):
         assert len(store.read_points("m", {"pod": "p1"})) == 1
     index = DayIndex(store.backend.table("tw_series"), max_known=10)
     assert index._known.max_entries == 10
+
+
+def test_find_series_reuses_decoded_series_and_sees_new_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr("tablewatch.store.tagindex.DECODED_SERIES", 4)
+    with open_store(f"sqlite:///{tmp_path}/f.db", retention_s={"points": None}) as store:
+        store.write_points_many([{"metric": "m", "tags": {"pod": f"p{i}"}, "ts": [T0], "values": [1.0]}
+                                 for i in range(3)])
+        first = store.find_series("m")
+        again = store.find_series("m")
+        assert again == first and all(a is b for a, b in zip(again, first))  # decoded once
+        store.write_points("m", {"pod": "p9"}, [T0], [2.0])
+        store.write_points("other", {"pod": "p1"}, [T0], [3.0])
+        assert [s.tags["pod"] for s in store.find_series("m")] == ["p0", "p1", "p2", "p9"]
+        assert [s.metric for s in store.find_series(pod="p1")] == ["m", "other"]
+        assert len(store._tag_index._decoded) <= 4  # bounded
+        assert [s.tags for s in store.find_series("m", pod=["p2", "p0"])] == [{"pod": "p0"}, {"pod": "p2"}]
