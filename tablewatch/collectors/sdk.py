@@ -300,8 +300,9 @@ def _write_columns_of(store: Any, entries: list[PointsEntry]) -> None:
     has_steps = [entry.steps is not None for entry in entries]
     steps = None
     if any(has_steps):
-        # (an entry without steps fills its place with its ts: write_series_points skips them by has_steps)
-        steps = np.concatenate([entry.ts_us if entry.steps is None else entry.steps for entry in entries])
+        # (an entry without steps holds zeros in its place: write_series_points skips them by has_steps)
+        steps = np.concatenate([np.zeros(len(entry.ts_us), dtype=np.int64) if entry.steps is None else entry.steps
+                                for entry in entries])
     store.write_series_points(
         refs, [len(entry.ts_us) for entry in entries],
         np.concatenate([entry.ts_us for entry in entries]).view("datetime64[us]"),

@@ -209,17 +209,8 @@ def duration_bands(ts: np.ndarray, values: np.ndarray, width_s: int) -> pd.DataF
     """Per bucket of ``width_s`` seconds (aligned on the epoch) of time-sorted
     points: ``bucket`` (its middle), ``count``, ``mean``, ``p50``, ``p95`` of the
     finite values, with the store's quantile rule (linear between order
-    statistics, as ``Store.aggregate``)."""
-    keep = np.isfinite(values)
-    ts, values = ts[keep], values[keep]
-    columns = ["bucket", "count", "mean", "p50", "p95"]
-    if not len(ts):
-        return pd.DataFrame({"bucket": pd.to_datetime(np.array([], dtype="datetime64[us]"), utc=True),
-                             **{name: np.array([], dtype=np.float64) for name in columns[1:]}})
-    ids = ts // (width_s * US_PER_S)
-    starts, stats = _band_stats(np.r_[True, ids[1:] != ids[:-1]], values)
-    middle = (ids[starts] * width_s * US_PER_S + width_s * US_PER_S // 2).astype("datetime64[us]")
-    return pd.DataFrame({"bucket": pd.to_datetime(middle, utc=True), **stats})[columns]
+    statistics, as ``Store.aggregate``): :func:`_bands_of_tasks` of one series."""
+    return _bands_of_tasks([""], [(ts, values)], [width_s]).drop(columns="task")
 
 
 def _band_stats(first: np.ndarray, values: np.ndarray,

@@ -35,7 +35,6 @@ _SCALARS = (int, float)
 _KEY = np.dtype([("salt", "u1"), ("sid", ">u8"), ("bucket", ">u4")])  # packed: the 13-byte point key
 
 
-
 class SeriesRef(NamedTuple):
     """A series as the store resolved it once (``Store.series_ref``): checked
     name and tags, series id, and the family of ``tw_points`` its points go to.
@@ -46,7 +45,6 @@ class SeriesRef(NamedTuple):
     tags: dict[str, str]
     sid: bytes
     family: str
-
 
 
 @dataclass(frozen=True)

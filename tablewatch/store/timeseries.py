@@ -461,9 +461,9 @@ class Store:
         ts_us = to_us_array(ts, "ts")
         vals = _float_array(values, "values", allow_inf)
         total = int(counts.sum())
-        if len(ts_us) != total or len(vals) != total:
-            raise ValidationError("values", f"{len(ts_us)} ts and {len(vals)} values",
-                                  f"must be sum(counts) ({total}) each")
+        for name, column in (("ts", ts_us), ("values", vals)):
+            if len(column) != total:
+                raise ValidationError(name, f"{len(column)} {name}", f"must be one per point: sum(counts) = {total}")
         given = np.ones(len(series), dtype=bool) if has_steps is None else np.asarray(has_steps, dtype=bool)
         if given.shape != (len(series),):
             raise ValidationError("has_steps", given.shape, "must be one bool per series")

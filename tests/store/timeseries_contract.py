@@ -259,6 +259,9 @@ class TimeSeriesContract:
         assert raised.value.field == "values[1]"
         with pytest.raises(ValidationError) as raised:
             store.write_series_points(refs[:2], [1, 2], ts[:2], np.array([1.0, 2.0]))
+        assert raised.value.field == "ts"  # 3 points counted, 2 timestamps
+        with pytest.raises(ValidationError) as raised:
+            store.write_series_points(refs[:2], [1, 2], ts[:3], np.array([1.0, 2.0]))
         assert raised.value.field == "values"
         with pytest.raises(ValidationError) as raised:
             store.write_series_points([("m", {}, b"12345678", "p")], [1], ts[:1], np.array([1.0]))
