@@ -88,5 +88,9 @@ class DayIndex:
 
     def days(self, row_key: bytes, family: str) -> list[int]:
         """The days the index row ``row_key`` records in ``family``."""
-        rows = self.table.read_rows([row_key], columns=[family])
-        return days_in(rows[0], family) if rows else []
+        return self.days_of([row_key], family).get(row_key, [])
+
+    def days_of(self, row_keys: Iterable[bytes], family: str) -> dict[bytes, list[int]]:
+        """The days each of the index rows ``row_keys`` records in ``family``, in
+        one read; a row that does not exist is left out."""
+        return {row.key: days_in(row, family) for row in self.table.read_rows(row_keys, columns=[family])}

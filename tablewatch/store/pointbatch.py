@@ -37,14 +37,14 @@ _KEY = np.dtype([("salt", "u1"), ("sid", ">u8"), ("bucket", ">u4")])  # packed: 
 
 class SeriesRef(NamedTuple):
     """A series as the store resolved it once (``Store.series_ref``): checked
-    name and tags, series id, and the family of ``tw_points`` its points go to.
-    A writer that logs the same series again and again keeps it, so that a
-    write costs no lookup by name and tags per series."""
+    name and tags, and series id. A writer that logs the same series again and
+    again keeps it, so that a write costs no lookup by name and tags per series.
+    (Which family of ``tw_points`` its points go to is decided at each write:
+    it follows the store's families, which retention settings may change.)"""
 
     metric: str
     tags: dict[str, str]
     sid: bytes
-    family: str
 
 
 @dataclass(frozen=True)

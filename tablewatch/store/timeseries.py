@@ -216,7 +216,6 @@ class Store:
         #: Families of ``tw_points`` in this store (a store made before run
         #: points had their own family has only ``p``: every series goes there).
         self._point_families = [f for f in POINTS_FAMILIES if f in families]
-        self._series_cache.clear()  # it holds each series' family
         ages = [families[f].max_age_s for f in self._point_families]
         # Reads skip buckets older than the longest points retention.
         self._points_max_age_us = None if None in ages else int(max(ages) * US_PER_S)
@@ -288,15 +287,13 @@ class Store:
 
     # -- series ---------------------------------------------------------------------
 
-    def _resolve(self, metric: str, tags: Mapping[str, str] | None) -> tuple[str, dict[str, str], bytes]:
-        return self.series_ref(metric, tags)[:3]
+    def _resolve(self, metric: str, tags: Mapping[str, str] | None) -> pointbatch.SeriesRef:
+        return self.series_ref(metric, tags)
 
     def series_ref(self, metric: str, tags: Mapping[str, str] | None = None) -> pointbatch.SeriesRef:
         """The series ``metric`` with ``tags``, checked (raises ValidationError
         naming the field): a writer that keeps it passes it to
-        :meth:`write_series_points` and skips the lookup by name and tags.
-        Valid for this store (it holds the family of ``tw_points`` the series'
-        points go to)."""
+        :meth:`write_series_points` and skips the lookup by name and tags."""
         try:
             key = (metric, tuple(sorted(tags.items())) if isinstance(tags, Mapping) else tags)
             cached = self._series_cache.get(key)
@@ -312,7 +309,7 @@ class Store:
     def _new_ref(self, metric: Any, tags: Any) -> pointbatch.SeriesRef:
         metric = validate_metric(metric)
         clean = validate_tags(tags)
-        return pointbatch.SeriesRef(metric, clean, series_id(metric, clean), self._points_family(metric, clean))
+        return pointbatch.SeriesRef(metric, clean, series_id(metric, clean))
 
     def _refs_or_none(self, metrics: list[Any], tags: list[Any]) -> list[pointbatch.SeriesRef] | None:
         """The series of each (metric, tags), or None when one is invalid (the
@@ -486,7 +483,8 @@ class Store:
     ) -> tuple[list[RowMutation], list[RowMutation], bytes, set[int], int]:
         """Check one series' points and build its mutations:
         (point rows, index rows, series id, days, point count)."""
-        metric, clean_tags, sid, family = self.series_ref(metric, tags)
+        metric, clean_tags, sid = self.series_ref(metric, tags)
+        family = self._points_family(metric, clean_tags)
         ts_us = to_us_array(ts, "ts")
         vals = _float_array(values, "values", allow_inf)
         step_array = _step_array(steps, "steps") if steps is not None else None
@@ -533,11 +531,11 @@ class Store:
             new_days.setdefault(b, []).append(day)
         if new_days:  # index first: a reader never misses written points
             set_cells(self._index, self._index_cells([(series[b], days) for b, days in new_days.items()]))
-        families = {ref.family for ref in series}
-        if len(families) == 1:
-            point_families = [families.pop()] * len(cells.keys)
+        if len(self._point_families) == 1:  # a store made before run points had their own family
+            point_families = self._point_families * len(cells.keys)
         else:
-            point_families = np.array([ref.family for ref in series], dtype=object)[cells.batch].tolist()
+            by_series = [points_family(ref.metric, ref.tags) for ref in series]
+            point_families = [by_series[b] for b in cells.batch.tolist()]
         set_cells(self._points, CellColumns(cells.keys, point_families, cells.qualifiers, cells.values,
                                             cells.timestamps_ms))
         if new_days:
@@ -614,9 +612,9 @@ class Store:
         if self._points_max_age_us is not None:
             start_us = max(start_us, now_us() - self._points_max_age_us)
         index_keys = {sid: self._series_row_key(metric, sid) for metric, _, sid in resolved}
-        index_rows = {row.key: row for row in self._index.read_rows(index_keys.values(), columns=[POINT_DAYS])}
-        days_of = {sid: [d for d in days_in(index_rows[key], POINT_DAYS) if overlaps(d, start_us, end_us)]
-                   for sid, key in index_keys.items() if key in index_rows}
+        recorded = self._days.days_of(index_keys.values(), POINT_DAYS)
+        days_of = {sid: [d for d in recorded[key] if overlaps(d, start_us, end_us)]
+                   for sid, key in index_keys.items() if key in recorded}
         cells = self._point_cells({sid: days for sid, days in days_of.items() if days}, start_us, end_us)
         # Rows (of a family) holding several chunks: merged ones, and those to merge now.
         shared = {(c[0], c[1]) for c, before in zip(cells[1:], cells) if c[0] == before[0] and c[1] == before[1]}

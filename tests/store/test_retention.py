@@ -107,11 +107,13 @@ def test_a_store_made_before_run_points_had_their_own_family_keeps_working(tmp_p
     backend.close()
     with open_store(url) as store:
         store.write_points("train.loss", {"run": "r1"}, [NOW - 60], [1.0])  # goes to p: there is no r
+        held = store.series_ref("train.loss", {"run": "r1"})  # a writer's handle, kept across the change
         assert store.retention()["run_points"] == 30 * DAY  # follows points, and says so in store info
         assert store.info()["run_points_family"] is False
         store.set_retention({"run_points": None})  # adds the family
         assert store.info()["run_points_family"] is True
         store.write_points("train.loss", {"run": "r1"}, [NOW - 30], [2.0])  # now in r
-        assert store.read_arrays("train.loss", {"run": "r1"})[1].tolist() == [1.0, 2.0]  # reads cover both
+        store.write_series_points([held], [1], [NOW - 20], [3.0])  # in r too: the handle holds no family
+        assert store.read_arrays("train.loss", {"run": "r1"})[1].tolist() == [1.0, 2.0, 3.0]  # reads cover both
         assert set(store.backend.table_info("tw_points").families) == {"p", "r"}
-        assert sum(1 for _ in store.backend.table("tw_points").scan(columns=["r"])) == 1
+        assert sum(len(row.cells.get("r", {})) for row in store.backend.table("tw_points").scan(columns=["r"])) == 2

@@ -264,7 +264,7 @@ class TimeSeriesContract:
             store.write_series_points(refs[:2], [1, 2], ts[:3], np.array([1.0, 2.0]))
         assert raised.value.field == "values"
         with pytest.raises(ValidationError) as raised:
-            store.write_series_points([("m", {}, b"12345678", "p")], [1], ts[:1], np.array([1.0]))
+            store.write_series_points([("m", {}, b"12345678")], [1], ts[:1], np.array([1.0]))
         assert raised.value.field == "series"
         with pytest.raises(ValidationError) as raised:
             store.series_ref("m", {"x": ""})
