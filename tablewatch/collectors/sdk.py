@@ -205,11 +205,8 @@ class _Batch:
     def points(self) -> int:
         return len(self.data) // 3
 
+    @gc_paused()  # an entry and three views per series: no cycles, and a full collection per burst otherwise
     def entries(self) -> list[PointsEntry]:
-        with gc_paused():  # an entry and three views per series: no cycles, and a full collection per burst otherwise
-            return self._entries()
-
-    def _entries(self) -> list[PointsEntry]:
         triples = self.data.reshape(-1, 3)
         # A float of epoch seconds is within 0.25 µs of the µs it came from up to
         # 2100, so rounding recovers exact microseconds (also for a given ts).
@@ -277,15 +274,11 @@ def _merge_batches(batches: list[_Batch]) -> _Batch:
     return _Batch(series, counts.tolist(), triples.reshape(-1))
 
 
+@gc_paused()  # a few objects per series: see gc_paused
 def _write_series_points(store: Any, entries: list[PointsEntry]) -> None:
     """Write points entries through ``store.write_series_points``: one call,
     flat columns, each series' handle kept on its ``_Series`` (entries replayed
     from the spool have none: resolved here)."""
-    with gc_paused():  # a few objects per series: see gc_paused
-        _write_columns_of(store, entries)
-
-
-def _write_columns_of(store: Any, entries: list[PointsEntry]) -> None:
     refs = []
     for entry in entries:
         series = entry.series
