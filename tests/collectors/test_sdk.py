@@ -290,6 +290,10 @@ def test_many_threads_log_concurrently_and_nothing_is_lost_or_doubled(store, col
         (lambda c: c.log("m", 1.0, step="3"), ValidationTypeError, "step"),
         (lambda c: c.log("m", 1.0, ts="yesterday"), ValidationError, "ts"),
         (lambda c: c.log("m", 1.0, ts=1.7e12), ValidationError, "ts"),
+        (lambda c: c.log("m", 1.0, ts=float("nan")), ValidationError, "ts"),
+        (lambda c: c.log("m", 1.0, ts=float("inf")), ValidationError, "ts"),
+        (lambda c: c.log("m", 1.0, ts=-1.0), ValidationError, "ts"),
+        (lambda c: c.log("m", 1.0, ts=4_102_444_800.0), ValidationError, "ts"),
         (lambda c: c.log("m", 1.0, tags={"split": 1}), ValidationTypeError, "tags['split']"),
         (lambda c: c.log("m", 1.0, tags={"bad key": "x"}), ValidationError, "tag name"),
         (lambda c: c.log("m", 1.0, tags=["x"]), ValidationTypeError, "tags"),
@@ -305,6 +309,17 @@ def test_bad_input_is_refused_synchronously_naming_the_field(store, collectors, 
     assert raised.value.field == field
     collector.flush()
     assert collector.stats()["logged"] == 0  # nothing half-accepted (log_many checks every value first)
+
+
+def test_float_timestamps_are_stored_at_the_microsecond(store, collectors):
+    collector = collectors(store, flush_interval=3600)
+    t0 = float(int(time.time()) - 60)
+    for offset in (0.000_000_4, 0.000_000_6, 0.123_456_5, 1.5):
+        collector.log("m", offset, ts=t0 + offset)
+    collector.flush()
+    stored = [t.value // 1000 - int(t0) * 1_000_000 for t in store.read_points("m")["ts"]]  # (Timestamp.value: ns)
+    # (t0 + 0.1234565 is a float a hair either side of the half: either neighbour is right)
+    assert stored[:2] == [0, 1] and stored[2] in (123_456, 123_457) and stored[3] == 1_500_000
 
 
 def test_bad_value_after_good_ones_keeps_the_good_ones(store, collectors):
