@@ -69,3 +69,36 @@ def test_each_series_is_resolved_by_the_store_once_not_at_every_flush(tmp_path):
     assert store.read_arrays("serve.latency_s", {"pod": "p7"})[1].tolist() == [0.0, 1.0, 2.0]
     collector.close()
     store.close()
+
+
+def test_lag_counts_from_the_last_write_though_more_was_queued_meanwhile(tmp_path):
+    """At many series the next take is queued before a write ends; the lag is
+    the age of the oldest point not in the store, not the time since the queue
+    was last empty (which never happens there)."""
+    url = f"sqlite:///{tmp_path}/tw.db"
+    store = open_store(url)
+    write_series_points = store.write_series_points
+    collector = Collector(store=store, flush_interval=3600)
+
+    def queueing_more(*args, **kwargs):  # the real write, while more is logged and queued behind it
+        collector.write_task_run({"pipeline": "p", "task": "t", "run_id": "r", "status": "success",
+                                  "started_at": time.time() - 2, "ended_at": time.time() - 1})
+        collector.log("serve.latency_s", 0.2, tags={"pod": "late"})
+        return write_series_points(*args, **kwargs)
+
+    store.write_series_points = queueing_more
+    time.sleep(1.5)  # the collector's clock started 1.5 s ago
+    for i in range(50):
+        collector.log("serve.latency_s", 0.1, tags={"pod": f"p{i}"})
+    started = time.time()
+    collector._flush_lock.acquire()  # one round, as the flusher runs it (flush() would also write what came after)
+    try:
+        collector._round(force=True)
+    finally:
+        collector._flush_lock.release()
+    stats = collector.stats()
+    assert stats["written"] == 50 and stats["buffered"] == 1  # the late point (and task run) at the next round
+    assert stats["lag_s"] <= time.time() - started + 0.05, stats  # not the 1.5 s since the collector started
+    assert collector.flush(timeout=30) and collector.stats()["lag_s"] == 0 and collector.stats()["written"] == 51
+    collector.close()
+    store.close()
