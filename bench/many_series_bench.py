@@ -7,8 +7,8 @@ logged once a second until the store has written a point of each (at most
 ``WARMUP_MAX_S``): its own row, the time that took and the points written of
 those offered meanwhile. Steady state, offered for 30 s after that:
 points the collector wrote per second while it was offered 100,000/s (from
-5 s in to the end: both ends have a flush's worth in flight, so that cancels
-out), the backlog at its start and end, the
+5 s in to the end, the slope of the points written sampled every 0.2 s: the
+count moves a whole take at a time), the backlog at its start and end, the
 peak backlog (points in memory, ``stats()["buffered"]``) beside
 ``max_buffered_points``, the peak lag (``stats()["lag_s"]``), points sent to
 the spool, the peak RSS, and how long ``close()`` took. Main's path (before
@@ -35,6 +35,7 @@ WARMUP_MAX_S = 60
 
 CHILD = r"""
 import json, sys, threading, time
+import numpy
 import psutil
 from tablewatch import Collector
 from tablewatch.store import open_store
@@ -46,6 +47,7 @@ tags = [{"model": f"m{i % 10}", "route": f"/r{i // 10 % 100}", "pod": f"pod{i //
 collector = Collector(url, max_buffered_points=max_buffered)
 process = psutil.Process()
 peak = {"buffered": 0, "lag_s": 0.0, "rss": process.memory_info().rss}
+settled, timeline = {}, []
 stop = threading.Event()
 
 def sample():
@@ -54,6 +56,8 @@ def sample():
         peak["buffered"] = max(peak["buffered"], stats["buffered"])
         peak["lag_s"] = max(peak["lag_s"], stats["lag_s"])
         peak["rss"] = max(peak["rss"], process.memory_info().rss)
+        if "t" in settled:
+            timeline.append((time.monotonic(), stats["written"] + stats["replayed"]))
 
 sampler = threading.Thread(target=sample, daemon=True)
 sampler.start()
@@ -91,12 +95,14 @@ while (collector.stats()["buffered"] or collector.spool.own_files()) and time.mo
 drain_s = time.monotonic() - draining
 steady_base, backlog = stored(), collector.stats()["buffered"]
 peak.update(buffered=0, lag_s=0.0)
-settled = {}
 settle = int(sys.argv[6])
 offered_seconds, offered_s, late = offer(seconds, at=settle,
                                          then=lambda: settled.update(t=time.monotonic(), stored=stored()))
 stats = collector.stats()
-settled_rate = (stats["written"] + stats["replayed"] - settled["stored"]) / (time.monotonic() - settled["t"])
+# Points written/s: the slope of a line through (time, points written) sampled every 0.2 s from `settle`
+# s in (the count moves in steps of a whole take: a line through all of them, not two ends of one).
+times, counts = zip(*timeline)
+settled_rate = float(numpy.polyfit(times, counts, 1)[0])
 stop.set()
 sampler.join()
 closing = time.monotonic()
