@@ -5,7 +5,7 @@ Measured in a child process of its own (so that its peak RSS is its own), in
 two phases. Registration: the 100,000 series are new to the store; they are
 logged once a second until the store has written a point of each (at most
 ``WARMUP_MAX_S``): its own row, the time that took and the points written of
-those offered meanwhile. Steady state, offered for 30 s after that:
+those offered meanwhile. Steady state, offered for 60 s after that:
 points the collector wrote per second while it was offered 100,000/s (from
 5 s in to the end, the slope of the points written sampled every 0.2 s: the
 count moves a whole take at a time), the backlog at its start and end, the
@@ -27,7 +27,7 @@ from bench.common import Result
 
 SECTION = "collectors"
 SERIES = 100_000
-SECONDS = 30
+SECONDS = 60
 #: Seconds into the steady state before its throughput is measured (from there to the end).
 SETTLE_S = 5
 MAX_BUFFERED = 1_000_000
