@@ -313,13 +313,16 @@ class Store:
 
     def _refs_or_none(self, metrics: list[Any], tags: list[Any]) -> list[pointbatch.SeriesRef] | None:
         """The series of each (metric, tags), or None when one is invalid (the
-        caller's batch-by-batch path names the error). Cached by tags in given order."""
+        caller's batch-by-batch path names the error). Cached by tags in given
+        order, as one flat tuple ``(metric, *names, *values)`` (half the cost of
+        hashing a tuple of pairs; its odd length keeps it apart from the
+        ``(metric, tags)`` keys of :meth:`series_ref`)."""
         try:
-            keys = [(metric, tuple(t.items()) if type(t) is dict else t) for metric, t in zip(metrics, tags)]
+            keys = [(metric, *t, *t.values()) if type(t) is dict else (metric, t) for metric, t in zip(metrics, tags)]
             found = self._series_cache.get_many(keys)
         except TypeError:
             return None
-        if None in found:
+        if not all(found):  # (a SeriesRef is never false; faster than ``None in found``)
             for i in [i for i, ref in enumerate(found) if ref is None]:
                 try:
                     found[i] = self._new_ref(metrics[i], tags[i])

@@ -117,6 +117,20 @@ class TableContract:
             set_cells(table, CellColumns([b""], ["a"], [b"q"], [b"x"], [NOW_MS]))
         assert table.read_rows([b"r4", b"r5"]) == []
 
+    def test_set_cells_of_one_width_and_family(self, table):
+        # Keys, qualifiers and values of one width each (the embedded store
+        # passes them as three blobs), empty values and qualifiers included;
+        # written twice, each cell is stored once.
+        put(table, b"r2", "v", b"q", b"old", NOW_MS - 5)
+        for _ in range(2):
+            set_cells(table, CellColumns([b"r1", b"r2", b"r1"], ["v"] * 3, [b"q", b"q", b"p"], [b"1", b"2", b"3"],
+                                         [NOW_MS, NOW_MS, NOW_MS - 1]))
+            set_cells(table, CellColumns([b"r3", b"r4"], ["a"] * 2, [b"", b""], [b"", b""], [NOW_MS, NOW_MS]))
+        rows = {row.key: row for row in table.read_rows([b"r1", b"r2", b"r3", b"r4"], versions=3)}
+        assert rows[b"r1"].cells == {"v": {b"p": [Cell(b"3", NOW_MS - 1)], b"q": [Cell(b"1", NOW_MS)]}}
+        assert rows[b"r2"].cells == {"v": {b"q": [Cell(b"2", NOW_MS), Cell(b"old", NOW_MS - 5)]}}
+        assert rows[b"r3"].cells == rows[b"r4"].cells == {"a": {b"": [Cell(b"", NOW_MS)]}}
+
     @staticmethod
     def put_versions_of_two_rows(table, family_a_value: bytes) -> None:
         put(table, b"r1", "v", b"q", b"old", NOW_MS - 5)
