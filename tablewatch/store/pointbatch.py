@@ -28,6 +28,7 @@ import numpy as np
 from tablewatch.errors import ValidationError
 from tablewatch.store import chunks
 from tablewatch.store.keys import DAY_US, KeyCodec
+from tablewatch.store.table import PackedBytes
 from tablewatch.store.timestamps import to_us_array
 
 BATCH_KEYS = frozenset({"metric", "tags", "ts", "values", "steps"})
@@ -177,9 +178,9 @@ class ChunkCells:
     order (the chunks of one row in time order): the embedded store's B-tree
     then inserts with locality (several times faster)."""
 
-    keys: list[bytes]            # point row key of each group
-    qualifiers: list[bytes]
-    values: list[bytes]
+    keys: Sequence[bytes]        # point row key of each group
+    qualifiers: Sequence[bytes]
+    values: Sequence[bytes]
     timestamps_ms: list[int]
     batch: np.ndarray            # per group: its batch
     day: np.ndarray              # per group: its day
@@ -208,8 +209,7 @@ def chunk_cells(columns: PointColumns, codec: KeyCodec) -> ChunkCells:
     width = _KEY.itemsize
     order = np.argsort(key_rows.view(f"S{width}"), kind="stable")  # stable: a row's chunks stay in time order
     starts, stops, group_batch, group_bucket = starts[order], stops[order], group_batch[order], group_bucket[order]
-    raw = key_rows[order].tobytes()
-    keys = [raw[i:i + width] for i in range(0, len(raw), width)]
+    keys = PackedBytes(key_rows[order].tobytes(), width)
     has_steps = columns.has_steps[group_batch] if columns.steps is not None else None
     qualifiers, values = chunks.encode_many(ts, columns.values, columns.steps, starts, stops, has_steps)
     timestamps_ms = (ts[stops - 1] // 1000).tolist()

@@ -51,6 +51,7 @@ from tablewatch.store.table import (
     DeleteCells,
     DeleteRow,
     GCPolicy,
+    PackedBytes,
     Row,
     RowMutation,
     ScanByRanges,
@@ -515,7 +516,7 @@ class SQLiteTable(ScanByRanges):
         check_cell_columns(cells, self._families, self.name)
         if not len(cells):
             return
-        widths = _packable(cells)
+        packed = _packable(cells)
         connection = self.backend._connection()
         big = len(cells) >= BIG_WRITE_CELLS
         with self.backend._write_lock, self.backend._errors(f"write to {self.name}"):
@@ -524,7 +525,7 @@ class SQLiteTable(ScanByRanges):
                 connection.execute(f"PRAGMA cache_size = -{BIG_WRITE_CACHE_KIB}")
             try:
                 with _transaction(connection):
-                    if widths is None:
+                    if packed is None:
                         connection.executemany(
                             f"INSERT OR REPLACE INTO {self._sql_name} (row, family, qualifier, nts, value) "
                             "VALUES (?, ?, ?, ?, ?)",
@@ -532,35 +533,31 @@ class SQLiteTable(ScanByRanges):
                                 cells.values),
                         )
                     else:
-                        self._set_packed(connection, cells, widths)
+                        self._set_packed(connection, cells, packed)
             finally:
                 if big:
                     connection.execute(f"PRAGMA cache_size = {int(cache)}")
 
-    def _set_packed(self, connection: sqlite3.Connection, cells: CellColumns, widths: tuple[int, int, int]) -> None:
+    def _set_packed(self, connection: sqlite3.Connection, cells: CellColumns,
+                    columns: tuple[PackedBytes, PackedBytes, PackedBytes]) -> None:
         """Insert cells of one family whose keys, qualifiers and values each
         have one width (one point to each of 100k series: 100k cells of 13, 20
         and 17 bytes) with one statement per ``PACKED_STATEMENT_BYTES``: each
         column as one blob that SQL cuts, the timestamps as a JSON array whose
         ``json_each`` numbers the cells. ``executemany`` binds five parameters
         per cell from Python objects; this passes four per statement (measured:
-        100k cells in 0.09 s instead of 0.25 s)."""
-        key_width, qualifier_width, value_width = widths
-        per_statement = max(1, PACKED_STATEMENT_BYTES // max(1, key_width + qualifier_width + value_width))
-
-        def cut(name: str, width: int) -> str:
-            # a zero-width column is the empty blob (substr of an empty blob is NULL)
-            return f"substr(:{name}, key * {width} + 1, {width})" if width else "x''"
-
+        100k cells in 0.12 s instead of 0.25 s)."""
+        keys, qualifiers, values = columns
+        per_statement = max(1, PACKED_STATEMENT_BYTES // (keys.width + qualifiers.width + values.width))
         sql = (f"INSERT OR REPLACE INTO {self._sql_name} (row, family, qualifier, nts, value) "
-               f"SELECT {cut('keys', key_width)}, :family, {cut('qualifiers', qualifier_width)}, -value, "
-               f"{cut('values', value_width)} FROM json_each(:timestamps)")
-        family = cells.families[0]
+               f"SELECT substr(:keys, key * {keys.width} + 1, {keys.width}), :family, "
+               f"substr(:qualifiers, key * {qualifiers.width} + 1, {qualifiers.width}), -value, "
+               f"substr(:values, key * {values.width} + 1, {values.width}) FROM json_each(:timestamps)")
         for start in range(0, len(cells), per_statement):
             part = slice(start, start + per_statement)
             connection.execute(sql, {
-                "keys": b"".join(cells.keys[part]), "family": family, "qualifiers": b"".join(cells.qualifiers[part]),
-                "values": b"".join(cells.values[part]), "timestamps": json.dumps(list(cells.timestamps_ms[part])),
+                "keys": keys[part].blob, "family": cells.families[0], "qualifiers": qualifiers[part].blob,
+                "values": values[part].blob, "timestamps": json.dumps(list(cells.timestamps_ms[part])),
             })
 
     def check_and_set(
@@ -771,18 +768,18 @@ def _max_nts(policy: GCPolicy, now_ms: int) -> int:
     return -(now_ms - int(policy.max_age_s * 1000)) if policy.max_age_s is not None else 2**63 - 1
 
 
-def _packable(cells: CellColumns) -> tuple[int, int, int] | None:
-    """(key, qualifier, value) widths when every cell has the same three and
-    one family (see ``SQLiteTable._set_packed``), else None."""
-    widths = []
-    for column in (cells.keys, cells.qualifiers, cells.values):
-        width = set(map(len, column))
-        if len(width) != 1:
-            return None
-        widths.append(width.pop())
+def _packable(cells: CellColumns) -> tuple[PackedBytes, PackedBytes, PackedBytes] | None:
+    """Keys, qualifiers and values packed when every cell has one family and
+    each column one width (see ``SQLiteTable._set_packed``), else None."""
     if len(set(cells.families)) != 1:
         return None
-    return widths[0], widths[1], widths[2]
+    columns = []
+    for column in (cells.keys, cells.qualifiers, cells.values):
+        packed = PackedBytes.of(column)
+        if packed is None:
+            return None
+        columns.append(packed)
+    return columns[0], columns[1], columns[2]
 
 
 @contextlib.contextmanager
