@@ -165,7 +165,7 @@ def _raw_many(
         rows["steps"] = steps[points]
     blob, width = rows.tobytes(), rows.dtype.itemsize
     blake2b = hashlib.blake2b
-    digests = b"".join([blake2b(blob[i:i + width], digest_size=8).digest() for i in range(0, len(blob), width)])
+    digests = b"".join([blake2b(cell, digest_size=8).digest() for cell in PackedBytes(blob, width)])
     heads = np.empty(len(starts), dtype=[("ts", ">i8"), ("count", ">u4"), ("digest", "S8")])  # the qualifier
     heads["ts"] = ts[starts]
     heads["count"] = size
