@@ -90,6 +90,9 @@ BIG_WRITE_CELLS = 10_000
 #: Most bytes of cells passed to one statement by ``SQLiteTable._set_packed``
 #: (SQLite refuses a blob over 1e9 bytes).
 PACKED_STATEMENT_BYTES = 64 * 1024 * 1024
+#: ``json_each`` (which ``SQLiteTable._set_packed`` numbers cells with) is
+#: built into every SQLite since 3.38; older ones may lack it: executemany then.
+JSON_BUILT_IN = sqlite3.sqlite_version_info >= (3, 38, 0)
 #: Free pages given back per incremental-vacuum transaction (4 MiB of 16 KiB pages).
 VACUUM_STEP_PAGES = 256
 #: How long a compaction waits for old readers before it truncates the WAL file.
@@ -771,7 +774,7 @@ def _max_nts(policy: GCPolicy, now_ms: int) -> int:
 def _packable(cells: CellColumns) -> tuple[PackedBytes, PackedBytes, PackedBytes] | None:
     """Keys, qualifiers and values packed when every cell has one family and
     each column one width (see ``SQLiteTable._set_packed``), else None."""
-    if len(set(cells.families)) != 1:
+    if not JSON_BUILT_IN or len(set(cells.families)) != 1:
         return None
     columns = []
     for column in (cells.keys, cells.qualifiers, cells.values):
