@@ -548,7 +548,7 @@ class SQLiteTable(ScanByRanges):
         and 17 bytes) with one statement per ``PACKED_STATEMENT_BYTES``: each
         column as one blob that SQL cuts, the timestamps as a JSON array whose
         ``json_each`` numbers the cells. ``executemany`` binds five parameters
-        per cell from Python objects; this passes four per statement (measured:
+        per cell from Python objects; this binds five per statement (measured:
         100k cells in 0.12 s instead of 0.25 s)."""
         keys, qualifiers, values = columns
         per_statement = max(1, PACKED_STATEMENT_BYTES // (keys.width + qualifiers.width + values.width))
