@@ -60,6 +60,8 @@ from collections.abc import Sequence
 import numpy as np
 import zstandard
 
+from tablewatch.store.table import PackedBytes
+
 MAX_CHUNK_POINTS = 65_536
 HAS_STEPS = 1
 PACKED = 2
@@ -116,13 +118,14 @@ def encode(ts: np.ndarray, values: np.ndarray, steps: np.ndarray | None) -> tupl
 def encode_many(
     ts: np.ndarray, values: np.ndarray, steps: np.ndarray | None,
     starts: np.ndarray, stops: np.ndarray, has_steps: np.ndarray | None = None,
-) -> tuple[list[bytes], list[bytes]]:
+) -> tuple[Sequence[bytes], Sequence[bytes]]:
     """(qualifiers, values) of many chunks at once, byte for byte what
     :func:`encode` gives for each: chunk ``i`` holds points ``starts[i]:stops[i]``
     of the arrays (with their steps when ``has_steps[i]``). Chunks in the raw
     layout (fewer than ``MIN_PACKED_POINTS`` points: the one-point chunks of a
     fleet of series) are built a whole array at a time, per point count; only
-    their content hash is computed chunk by chunk."""
+    their content hash is computed chunk by chunk. When every chunk is raw and
+    of one point count, both columns are :class:`PackedBytes` (one blob each)."""
     count = len(starts)
     starts = np.asarray(starts, dtype=np.int64)
     sizes = np.asarray(stops, dtype=np.int64) - starts
@@ -140,15 +143,16 @@ def encode_many(
         quals, values_of = _raw_many(ts, values, steps if stepped else None, starts[which], size)
         if len(which) == count:
             return quals, values_of
-        for j, i in enumerate(which.tolist()):
-            qualifiers[i], cells[i] = quals[j], values_of[j]
+        for i, qualifier, cell in zip(which.tolist(), quals, values_of):
+            qualifiers[i], cells[i] = qualifier, cell
     return qualifiers, cells
 
 
 def _raw_many(
     ts: np.ndarray, values: np.ndarray, steps: np.ndarray | None, starts: np.ndarray, size: int
-) -> tuple[list[bytes], list[bytes]]:
-    """Chunks of ``size`` points each in the raw layout, one array operation per field."""
+) -> tuple[PackedBytes, PackedBytes]:
+    """Chunks of ``size`` points each in the raw layout, one array operation
+    per field: (qualifiers, values), each column one blob."""
     points = starts[:, None] + np.arange(size)
     fields = [("flags", "u1"), ("ts", "<i8", (size,)), ("values", "<f8", (size,))]
     if steps is not None:
@@ -160,15 +164,13 @@ def _raw_many(
     if steps is not None:
         rows["steps"] = steps[points]
     blob, width = rows.tobytes(), rows.dtype.itemsize
-    cells = [blob[i:i + width] for i in range(0, len(blob), width)]
     blake2b = hashlib.blake2b
-    heads = np.empty(len(starts), dtype=[("ts", ">i8"), ("count", ">u4")])
+    digests = b"".join([blake2b(cell, digest_size=8).digest() for cell in PackedBytes(blob, width)])
+    heads = np.empty(len(starts), dtype=[("ts", ">i8"), ("count", ">u4"), ("digest", "S8")])  # the qualifier
     heads["ts"] = ts[starts]
     heads["count"] = size
-    head_blob, head_width = heads.tobytes(), heads.dtype.itemsize
-    qualifiers = [head_blob[j:j + head_width] + blake2b(cell, digest_size=8).digest()
-                  for j, cell in zip(range(0, len(head_blob), head_width), cells)]
-    return qualifiers, cells
+    heads["digest"] = np.frombuffer(digests, dtype="S8")
+    return PackedBytes(heads.tobytes(), heads.dtype.itemsize), PackedBytes(blob, width)
 
 
 def count_of(qualifier: bytes) -> int:

@@ -28,11 +28,13 @@ import numpy as np
 from tablewatch.errors import ValidationError
 from tablewatch.store import chunks
 from tablewatch.store.keys import DAY_US, KeyCodec
+from tablewatch.store.table import PackedBytes
 from tablewatch.store.timestamps import to_us_array
 
 BATCH_KEYS = frozenset({"metric", "tags", "ts", "values", "steps"})
 _SCALARS = (int, float)
 _KEY = np.dtype([("salt", "u1"), ("sid", ">u8"), ("bucket", ">u4")])  # packed: the 13-byte point key
+_DAY_KEY = np.dtype([("sid", ">u8"), ("day", ">u4")])  # packed: DayIndex.known_key of a series' day
 
 
 class SeriesRef(NamedTuple):
@@ -102,7 +104,7 @@ def columns_of(
     lengths = _lengths(ts_parts, value_parts, step_parts)
     if lengths is None:
         return None
-    any_steps = any(steps is not None for steps in step_parts)
+    any_steps = _any_given(step_parts)
     try:
         ts_us = to_us_array(np.concatenate(ts_parts), "ts")
         values = float_array(np.concatenate(value_parts), "values", allow_inf)
@@ -111,7 +113,8 @@ def columns_of(
             steps = _mixed_steps(step_parts, lengths, step_array)
     except (ValidationError, ValueError, TypeError):
         return None
-    has_steps = np.fromiter((s is not None for s in step_parts), dtype=bool, count=len(step_parts))
+    has_steps = (np.fromiter((s is not None for s in step_parts), dtype=bool, count=len(step_parts)) if any_steps
+                 else np.zeros(len(step_parts), dtype=bool))
     return point_columns(series, np.asarray(lengths, dtype=np.int64), ts_us, values, steps, has_steps)
 
 
@@ -135,7 +138,8 @@ def _lengths(ts_parts: list[Any], value_parts: list[Any], step_parts: list[Any])
     ndarray = np.ndarray
     if set(map(type, ts_parts)) == {ndarray} == set(map(type, value_parts)):  # the usual case, a column at a time
         lengths = list(map(len, ts_parts))
-        if {a.ndim for a in ts_parts} != {1} or [a.shape for a in value_parts] != [(n,) for n in lengths]:
+        one_d = {a.ndim for a in ts_parts} == {1} == {a.ndim for a in value_parts}
+        if not one_d or list(map(len, value_parts)) != lengths:
             return None
     else:
         lengths = []
@@ -156,10 +160,16 @@ def _lengths(ts_parts: list[Any], value_parts: list[Any], step_parts: list[Any])
             else:
                 return None
             lengths.append(n)
-    for steps, n in zip(step_parts, lengths):
-        if steps is not None and (type(steps) is not ndarray or steps.shape != (n,)):
-            return None
+    if _any_given(step_parts):
+        for steps, n in zip(step_parts, lengths):
+            if steps is not None and (type(steps) is not ndarray or steps.shape != (n,)):
+                return None
     return lengths
+
+
+def _any_given(parts: list[Any]) -> bool:
+    """Whether any part is not None (without comparing arrays to None)."""
+    return set(map(type, parts)) != {type(None)}
 
 
 def _mixed_steps(parts: list[Any], lengths: list[int], step_array: Callable[[Any, str], np.ndarray]) -> np.ndarray:
@@ -177,11 +187,12 @@ class ChunkCells:
     order (the chunks of one row in time order): the embedded store's B-tree
     then inserts with locality (several times faster)."""
 
-    keys: list[bytes]            # point row key of each group
-    qualifiers: list[bytes]
-    values: list[bytes]
+    keys: Sequence[bytes]        # point row key of each group
+    qualifiers: Sequence[bytes]
+    values: Sequence[bytes]
     timestamps_ms: list[int]
     batch: np.ndarray            # per group: its batch
+    sid: np.ndarray              # per group: its series id (big-endian uint64)
     day: np.ndarray              # per group: its day
 
 
@@ -208,20 +219,23 @@ def chunk_cells(columns: PointColumns, codec: KeyCodec) -> ChunkCells:
     width = _KEY.itemsize
     order = np.argsort(key_rows.view(f"S{width}"), kind="stable")  # stable: a row's chunks stay in time order
     starts, stops, group_batch, group_bucket = starts[order], stops[order], group_batch[order], group_bucket[order]
-    raw = key_rows[order].tobytes()
-    keys = [raw[i:i + width] for i in range(0, len(raw), width)]
+    key_rows = key_rows[order]
+    keys = PackedBytes(key_rows.tobytes(), width)
     has_steps = columns.has_steps[group_batch] if columns.steps is not None else None
     qualifiers, values = chunks.encode_many(ts, columns.values, columns.steps, starts, stops, has_steps)
     timestamps_ms = (ts[stops - 1] // 1000).tolist()
     day = group_bucket * codec.bucket_us // DAY_US
-    return ChunkCells(keys, qualifiers, values, timestamps_ms, group_batch, day)
+    return ChunkCells(keys, qualifiers, values, timestamps_ms, group_batch, key_rows["sid"], day)
 
 
-def batch_days(cells: ChunkCells) -> list[tuple[int, int]]:
-    """The distinct (batch, day) pairs of the groups, by batch then day."""
-    if len(cells.batch) == 0:
-        return []
+def batch_days(cells: ChunkCells) -> tuple[np.ndarray, np.ndarray, PackedBytes]:
+    """The distinct (batch, day) pairs of the groups, by batch then day: their
+    batches, their days, and the day index's key of each (series id | day,
+    see :meth:`DayIndex.known_key`)."""
     order = np.lexsort((cells.day, cells.batch))
     batch, day = cells.batch[order], cells.day[order]
-    keep = np.r_[True, (batch[1:] != batch[:-1]) | (day[1:] != day[:-1])]
-    return list(zip(batch[keep].tolist(), day[keep].tolist()))
+    keep = np.r_[True, (batch[1:] != batch[:-1]) | (day[1:] != day[:-1])][:len(batch)]
+    keys = np.empty(int(keep.sum()), dtype=_DAY_KEY)
+    keys["sid"] = cells.sid[order][keep]
+    keys["day"] = day[keep]
+    return batch[keep], day[keep], PackedBytes(keys.tobytes(), _DAY_KEY.itemsize)

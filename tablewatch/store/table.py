@@ -31,6 +31,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, Union, runtime_checkable
 
+import numpy as np
+
 from tablewatch.errors import ValidationError
 
 Column = Union[str, "tuple[str, bytes]"]
@@ -324,6 +326,63 @@ def check_versions(versions: object) -> None:
         raise ValidationError("versions", versions, "must be an integer >= 1")
 
 
+class PackedBytes(Sequence[bytes]):
+    """Byte strings of one width, back to back in one ``blob``: a column of
+    :class:`CellColumns` that numpy built whole (the row keys, qualifiers and
+    values of 100k one-point chunks), with no bytes object per cell until one
+    is read, and passed on as the blob itself where a backend can take one
+    (the embedded store's one-statement insert)."""
+
+    __slots__ = ("blob", "width")
+
+    def __init__(self, blob: bytes, width: int) -> None:
+        if width < 1 or len(blob) % width:
+            raise ValueError(f"'width' must be >= 1 and divide len(blob) ({len(blob)}), got {width}")
+        self.blob = blob
+        self.width = width
+
+    @classmethod
+    def of(cls, items: Sequence[bytes]) -> PackedBytes | None:
+        """``items`` packed, or None unless they are non-empty and of one width (>= 1)."""
+        if isinstance(items, PackedBytes):
+            return items
+        widths = set(map(len, items))
+        if len(widths) != 1 or 0 in widths:
+            return None
+        return cls(b"".join(items), widths.pop())
+
+    def __len__(self) -> int:
+        return len(self.blob) // self.width
+
+    def __getitem__(self, index):  # type: ignore[override]
+        width = self.width
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step == 1:
+                return PackedBytes(self.blob[start * width:max(start, stop) * width], width)
+            return [self[i] for i in range(start, stop, step)]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("PackedBytes index out of range")
+        return self.blob[index * width:(index + 1) * width]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.tolist())
+
+    def tolist(self) -> list[bytes]:
+        """The byte strings as a list (numpy cuts the blob: 2x faster than slicing it in Python)."""
+        return np.frombuffer(self.blob, dtype=f"V{self.width}").tolist()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackedBytes):
+            return (self.width, self.blob) == (other.width, other.blob)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"PackedBytes({len(self)} x {self.width} bytes)"
+
+
 @dataclass(frozen=True)
 class CellColumns:
     """Many SetCells as columns, one entry per cell (several may share a row):
@@ -405,12 +464,14 @@ def check_cell_columns(cells: CellColumns, families: Mapping[str, object], table
         raise ValidationError("cells", [len(column) for column in columns], "columns must have one entry per cell")
     if not len(cells):
         return
+    key_types, shortest_key, longest_key = _bytes_facts(cells.keys)
+    qualifier_types, _, longest_qualifier = _bytes_facts(cells.qualifiers)
     fine = (
-        set(map(type, cells.keys)) == {bytes}
-        and 0 < min(map(len, cells.keys)) and max(map(len, cells.keys)) <= MAX_ROW_KEY_BYTES
-        and set(map(type, cells.qualifiers)) <= {bytes, bytearray}
-        and max(map(len, cells.qualifiers)) <= MAX_QUALIFIER_BYTES
-        and set(map(type, cells.values)) <= {bytes, bytearray, memoryview}
+        key_types == {bytes}
+        and 0 < shortest_key and longest_key <= MAX_ROW_KEY_BYTES
+        and qualifier_types <= {bytes, bytearray}
+        and longest_qualifier <= MAX_QUALIFIER_BYTES
+        and _bytes_facts(cells.values)[0] <= {bytes, bytearray, memoryview}
         and set(map(type, cells.timestamps_ms)) == {int}
         and 0 <= min(cells.timestamps_ms) and max(cells.timestamps_ms) <= MAX_TIMESTAMP_MS
     )
@@ -422,6 +483,14 @@ def check_cell_columns(cells: CellColumns, families: Mapping[str, object], table
         for key, family, qualifier, value, timestamp_ms in zip(*columns):
             check_row_key(key)
             check_set_cell(SetCell(family, qualifier, value, timestamp_ms))
+
+
+def _bytes_facts(column: Sequence[bytes]) -> tuple[set[type], int, int]:
+    """(types, shortest, longest) of a non-empty column of byte strings."""
+    if isinstance(column, PackedBytes):
+        return {bytes}, column.width, column.width
+    lengths = list(map(len, column))
+    return set(map(type, column)), min(lengths), max(lengths)
 
 
 class ScanByRanges:

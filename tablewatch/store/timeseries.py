@@ -313,13 +313,16 @@ class Store:
 
     def _refs_or_none(self, metrics: list[Any], tags: list[Any]) -> list[pointbatch.SeriesRef] | None:
         """The series of each (metric, tags), or None when one is invalid (the
-        caller's batch-by-batch path names the error). Cached by tags in given order."""
+        caller's batch-by-batch path names the error). Cached by tags in given
+        order, as one flat tuple ``(metric, *names, *values)`` (half the cost of
+        hashing a tuple of pairs; its odd length keeps it apart from the
+        ``(metric, tags)`` keys of :meth:`series_ref`)."""
         try:
-            keys = [(metric, tuple(t.items()) if type(t) is dict else t) for metric, t in zip(metrics, tags)]
+            keys = [(metric, *t, *t.values()) if type(t) is dict else (metric, t) for metric, t in zip(metrics, tags)]
             found = self._series_cache.get_many(keys)
         except TypeError:
             return None
-        if None in found:
+        if not all(found):  # (a SeriesRef is never false; faster than ``None in found``)
             for i in [i for i, ref in enumerate(found) if ref is None]:
                 try:
                     found[i] = self._new_ref(metrics[i], tags[i])
@@ -524,10 +527,10 @@ class Store:
             return 0
         cells = pointbatch.chunk_cells(columns, self.codec)
         series = columns.series
-        pairs = pointbatch.batch_days(cells)
+        batches, days, known_keys = pointbatch.batch_days(cells)
+        unknown = self._days.unknown(known_keys)
         new_days: dict[int, list[int]] = {}
-        for i in self._days.unknown([(series[b].sid, day) for b, day in pairs]):
-            b, day = pairs[i]
+        for b, day in zip(batches[unknown].tolist(), days[unknown].tolist()):
             new_days.setdefault(b, []).append(day)
         if new_days:  # index first: a reader never misses written points
             set_cells(self._index, self._index_cells([(series[b], days) for b, days in new_days.items()]))
@@ -535,11 +538,14 @@ class Store:
             point_families = self._point_families * len(cells.keys)
         else:
             by_series = [points_family(ref.metric, ref.tags) for ref in series]
-            point_families = [by_series[b] for b in cells.batch.tolist()]
+            if len(set(by_series)) == 1:
+                point_families = by_series[:1] * len(cells.keys)
+            else:
+                point_families = [by_series[b] for b in cells.batch.tolist()]
         set_cells(self._points, CellColumns(cells.keys, point_families, cells.qualifiers, cells.values,
                                             cells.timestamps_ms))
         if new_days:
-            self._days.remember_pairs([(series[b].sid, day) for b, days in new_days.items() for day in days])
+            self._days.remember_keys([known_keys[i] for i in unknown])
         return len(columns.ts_us)
 
     def _index_cells(self, new: list[tuple[pointbatch.SeriesRef, list[int]]]) -> CellColumns:

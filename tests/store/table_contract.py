@@ -10,7 +10,19 @@ import uuid
 import pytest
 
 from tablewatch.errors import TableExists, TableNotFound, ValidationError
-from tablewatch.store.table import Cell, CellColumns, DeleteCells, DeleteRow, GCPolicy, RowMutation, SetCell, newest_cells, newest_values, set_cells
+from tablewatch.store.table import (
+    Cell,
+    CellColumns,
+    DeleteCells,
+    DeleteRow,
+    GCPolicy,
+    PackedBytes,
+    RowMutation,
+    SetCell,
+    newest_cells,
+    newest_values,
+    set_cells,
+)
 
 NOW_MS = int(time.time() * 1000)
 
@@ -116,6 +128,25 @@ class TableContract:
         with pytest.raises(ValidationError, match="row key"):
             set_cells(table, CellColumns([b""], ["a"], [b"q"], [b"x"], [NOW_MS]))
         assert table.read_rows([b"r4", b"r5"]) == []
+
+    def test_set_cells_of_one_width_and_family(self, table):
+        # Keys, qualifiers and values of one width each (the embedded store
+        # passes them as three blobs), empty values and qualifiers included;
+        # written twice, each cell is stored once.
+        put(table, b"r2", "v", b"q", b"old", NOW_MS - 5)
+        for _ in range(2):
+            set_cells(table, CellColumns([b"r1", b"r2", b"r1"], ["v"] * 3, [b"q", b"q", b"p"], [b"1", b"2", b"3"],
+                                         [NOW_MS, NOW_MS, NOW_MS - 1]))
+            set_cells(table, CellColumns([b"r3", b"r4"], ["a"] * 2, [b"", b""], [b"", b""], [NOW_MS, NOW_MS]))
+            # ... and given as PackedBytes (what the store builds for one-point chunks)
+            set_cells(table, CellColumns(PackedBytes(b"r5r6", 2), ["a"] * 2, PackedBytes(b"qq", 1),
+                                         PackedBytes(b"5566", 2), [NOW_MS, NOW_MS - 2]))
+        rows = {row.key: row for row in table.read_rows([b"r1", b"r2", b"r3", b"r4", b"r5", b"r6"], versions=3)}
+        assert rows[b"r1"].cells == {"v": {b"p": [Cell(b"3", NOW_MS - 1)], b"q": [Cell(b"1", NOW_MS)]}}
+        assert rows[b"r2"].cells == {"v": {b"q": [Cell(b"2", NOW_MS), Cell(b"old", NOW_MS - 5)]}}
+        assert rows[b"r3"].cells == rows[b"r4"].cells == {"a": {b"": [Cell(b"", NOW_MS)]}}
+        assert rows[b"r5"].cells == {"a": {b"q": [Cell(b"55", NOW_MS)]}}
+        assert rows[b"r6"].cells == {"a": {b"q": [Cell(b"66", NOW_MS - 2)]}}
 
     @staticmethod
     def put_versions_of_two_rows(table, family_a_value: bytes) -> None:

@@ -275,5 +275,5 @@ def test_encode_many_gives_the_bytes_of_encode_chunk_by_chunk():
     for i, (lo, hi) in enumerate(zip(starts, stops)):
         assert (qualifiers[i], cells[i]) == chunks.encode(ts[lo:hi], values[lo:hi], steps[lo:hi] if has_steps[i] else None)
     ones = np.arange(1000)
-    assert chunks.encode_many(ts, values, None, ones[:400], ones[1:401]) == tuple(
+    assert tuple(map(list, chunks.encode_many(ts, values, None, ones[:400], ones[1:401]))) == tuple(
         map(list, zip(*(chunks.encode(ts[i:i + 1], values[i:i + 1], None) for i in range(400)))))

@@ -2,6 +2,7 @@
 
 import struct
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,3 +79,19 @@ def test_point_ranges_hold_exactly_the_buckets_asked_for(codec, metric, first, c
     near = [codec.point_key(s, b) for s in (sid, other) for b in range(max(0, first - 40), last + 40)]
     inside = {key for key in near if any(low <= key < high for low, high in ranges)}
     assert inside == {codec.point_key(sid, b) for b in range(first, last + 1)}
+
+
+def test_packed_bytes_reads_as_a_list_of_byte_strings():
+    from tablewatch.store.table import PackedBytes
+
+    packed = PackedBytes(b"aabbccdd", 2)
+    assert list(packed) == [b"aa", b"bb", b"cc", b"dd"] and len(packed) == 4
+    assert (packed[0], packed[-1]) == (b"aa", b"dd")
+    assert packed[1:3] == PackedBytes(b"bbcc", 2) and packed[3:9].blob == b"dd" and packed[3:1].blob == b""
+    assert packed[::2] == [b"aa", b"cc"]
+    with pytest.raises(IndexError):
+        packed[4]
+    with pytest.raises(ValueError, match="width"):
+        PackedBytes(b"abc", 2)
+    assert PackedBytes.of([b"xy", b"zw"]) == PackedBytes(b"xyzw", 2)
+    assert PackedBytes.of([b"xy", b"z"]) is None and PackedBytes.of([b"", b""]) is None and PackedBytes.of([]) is None
