@@ -50,20 +50,24 @@ STYLE = dict(font=dict(family='"Source Sans", "Source Sans Pro", sans-serif', si
 AXIS_STYLE = dict(gridcolor="#E6EAF1", zerolinecolor="#D5DAE5", linecolor="#D5DAE5")
 
 
-def _layout(fig: go.Figure, title: str, y_title: str = "", x_title: str = "", height: int = _HEIGHT) -> go.Figure:
+def _layout(fig: go.Figure, title: str, y_title: str = "", x_title: str = "", height: int = _HEIGHT,
+            **layout) -> go.Figure:
     # Titles as {"text": ...}: without validation nothing turns a plain string into one.
+    axes = {"xaxis": dict(title=dict(text=x_title)), "yaxis": dict(title=dict(text=y_title))}
+    for name, axis in axes.items():
+        layout[name] = {**axis, **layout.get(name, {})}
     return _drawn_once(fig, title=dict(text=title), height=height, margin=dict(l=50, r=20, t=50, b=40),
                        hovermode="x unified",
-                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
-                       yaxis=dict(title=dict(text=y_title)), xaxis=dict(title=dict(text=x_title)))
+                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0), **layout)
 
 
 def _drawn_once(fig: go.Figure, **layout) -> go.Figure:
     """``fig`` in :data:`STYLE` with ``layout``, without a template and under a
     fixed ``datarevision``, so that Plotly.js given it twice draws it once (see
     the module's docstring). One update: each costs Plotly.py a few ms."""
-    axes = {name: {**AXIS_STYLE, **layout.pop(name, {})} for name in ("xaxis", "yaxis")}
-    fig.update_layout(STYLE, **axes, **layout, datarevision=1)
+    axes = {"xaxis", "yaxis"} | {name for name in layout if name.startswith(("xaxis", "yaxis"))}
+    fig.update_layout(STYLE, **layout | {name: {**AXIS_STYLE, **layout.get(name, {})} for name in axes},
+                      datarevision=1)
     fig.layout.template = None
     return fig
 
@@ -120,23 +124,34 @@ def task_durations(points: pd.DataFrame, bands: pd.DataFrame, dots: bool = True)
     return _layout(_make(go.Figure, traces), title, "seconds")
 
 
-def retries_per_day(frame: pd.DataFrame) -> go.Figure:
-    fig = _make(go.Figure, [_make(go.Bar, x=group["day"], y=group["retries"], name=task, marker_color=_colour(i),
-                            customdata=group["calls"], hovertemplate="%{y:.0f} retries in %{customdata} calls")
-                     for i, (task, group) in enumerate(frame.groupby("task", sort=True))])
-    fig.update_layout(barmode="stack")
-    if len(frame) and frame.groupby("day")["retries"].sum().max() <= 10:
-        fig.update_yaxes(dtick=1)
-    return _layout(fig, "Retries per day, stacked by task", "retries")
-
-
-def failure_rate(frame: pd.DataFrame) -> go.Figure:
-    fig = _make(go.Figure, [_make(go.Scatter, x=group["bucket"], y=group["failure_rate"], name=task, mode="lines+markers",
+def retries_and_failure_rate(retries: pd.DataFrame, failures: pd.DataFrame) -> go.Figure:
+    """Retries per day stacked by task (left, from
+    :func:`~tablewatch.dashboard.queries.retries_per_day`) and the share of
+    attempts that failed per day (right, from
+    :func:`~tablewatch.dashboard.queries.failure_rates`), side by side in one
+    figure with one legend: a task has one colour in both, and clicking it shows
+    or hides it in both. One figure rather than two: each costs the browser a
+    layout and a draw of its own."""
+    retries_of, failures_of = dict(tuple(retries.groupby("task"))), dict(tuple(failures.groupby("task")))
+    traces = []
+    for i, task in enumerate(sorted(retries_of.keys() | failures_of.keys())):
+        if task in retries_of:
+            group = retries_of[task]
+            traces.append(_make(go.Bar, x=group["day"], y=group["retries"], name=task, legendgroup=task,
+                                marker_color=_colour(i), customdata=group["calls"],
+                                hovertemplate="%{y:.0f} retries in %{customdata} calls"))
+        if task in failures_of:
+            group = failures_of[task]
+            traces.append(_make(go.Scatter, x=group["bucket"], y=group["failure_rate"], name=task, legendgroup=task,
+                                showlegend=task not in retries_of, xaxis="x2", yaxis="y2", mode="lines+markers",
                                 line=dict(color=_colour(i)), customdata=group[["failed", "attempts"]],
-                                hovertemplate="%{y:.0%} (%{customdata[0]} of %{customdata[1]} attempts)")
-                     for i, (task, group) in enumerate(frame.groupby("task", sort=True))])
-    fig.update_yaxes(tickformat=".0%", rangemode="tozero")
-    return _layout(fig, "Failure rate of attempts per day", "failed attempts")
+                                hovertemplate="%{y:.0%} (%{customdata[0]} of %{customdata[1]} attempts)"))
+    few = len(retries) and retries.groupby("day")["retries"].sum().max() <= 10
+    return _layout(_make(go.Figure, traces), "Retries per day, stacked by task (left); share of attempts failed per day "
+                   "(right)", "retries", barmode="stack", xaxis=dict(domain=[0, 0.45]),
+                   yaxis=dict(dtick=1) if few else {},
+                   xaxis2=dict(domain=[0.55, 1], anchor="y2", type="date"),
+                   yaxis2=dict(anchor="x2", tickformat=".0%", rangemode="tozero", title=dict(text="failed attempts")))
 
 
 def gantt(frame: pd.DataFrame, run_id: str) -> go.Figure:

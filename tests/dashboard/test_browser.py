@@ -130,7 +130,7 @@ def test_tasks_page_in_chromium(server, page, screenshots):
     durations = chart_traces(page, "chart.task_durations")
     assert {name for name in durations if " " not in name} == set(TASKS)
     assert {f"{task} p50" for task in TASKS} <= set(durations)
-    assert sorted(chart_traces(page, "chart.retries")) == sorted(TASKS)
+    assert sorted(chart_traces(page, "chart.retries_failures")) == sorted(TASKS * 2)  # bars and failure rates
     assert set(chart_traces(page, "chart.gantt")) <= {"success", "retry", "failure"}
     assert params(page)["pipeline"] == [PIPELINE] and params(page)["range"] == ["7d"]
     page.screenshot(path=str(screenshots / "tasks.png"), full_page=True)

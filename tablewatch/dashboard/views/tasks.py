@@ -1,5 +1,5 @@
-"""Tasks: duration over time per task with p50/p95 bands, retries per day,
-failure rate, a Gantt chart of one pipeline run, failed attempts."""
+"""Tasks: duration over time per task with p50/p95 bands, retries per day and
+failure rate (one figure), a Gantt chart of one pipeline run, failed attempts."""
 
 from __future__ import annotations
 
@@ -41,14 +41,11 @@ def body(sel: Selection, start: float, end: float) -> None:
     # The durations chart goes on top but is made last: its query is the slowest, and the
     # browser draws the charts below meanwhile.
     top = st.container()
-    left, right = st.columns(2)
-    with right:
-        chart(charts.failure_rate(queries.failure_rates(runs)), key="chart.failure_rate")
+    retries = query("retries_per_day", pipeline, tuple(tasks), start, end)
+    chart(charts.retries_and_failure_rate(retries, queries.failure_rates(runs)), key="chart.retries_failures")
     if run_id:
         all_tasks_runs = runs if task is None else query("task_runs", pipeline, None, start, end)
         chart(charts.gantt(queries.gantt_frame(all_tasks_runs, run_id), run_id), key="chart.gantt")
-    with left:
-        chart(charts.retries_per_day(query("retries_per_day", pipeline, tuple(tasks), start, end)), key="chart.retries")
     with top:
         points, bands = query("task_durations", pipeline, tuple(tasks), start, end)
         # No key: the default follows the number of attempts, and a new default starts the toggle again.
