@@ -138,6 +138,9 @@ def test_tasks_page_in_chromium(server, page, screenshots):
     choose(page, "Task", "extract")
     after = wait_for_traces(page, "chart.task_durations", lambda t: {n for n in t if " " not in n} == {"extract"})
     assert after == ["extract p95", "extract p50", "extract"]
+    # Drawn anew, not only given the new traces: charts keep one datarevision (see charts.py).
+    page.wait_for_function("""() => document.querySelectorAll(
+        '.st-key-chart-task_durations .scatterlayer .trace').length === 3""", timeout=15_000)
     wait_for_param(page, "task", "extract")
     assert params(page)["pipeline"] == [PIPELINE]
 
