@@ -156,7 +156,7 @@ def browser(url: str, now: float) -> list[Result]:
                     raise RuntimeError("the dashboard did not start") from None
                 time.sleep(0.2)
         pages = {
-            "Tasks page, 20 tasks (4 charts)": (f"/tasks?pipeline={PIPELINE}", 4),
+            "Tasks page, 20 tasks (3 charts)": (f"/tasks?pipeline={PIPELINE}", 3),
             "Training page, 5 runs (2 charts)": (f"/training?model={MODEL}", 2),
         }
         results = []

@@ -177,6 +177,13 @@ def pick(label: str, options: Sequence[str], current: str | None, key: str,
     return None if all_label and chosen == all_label else chosen
 
 
+def chart(figure: Any, key: str) -> None:
+    """A figure of :mod:`~tablewatch.dashboard.charts`, as wide as its column,
+    in its own look: Streamlit's theme would add a template, and a figure with
+    one is drawn twice (see the charts module)."""
+    st.plotly_chart(figure, key=key, width="stretch", theme=None)
+
+
 def empty_state(what: str = "") -> None:
     """Say there is nothing to show, and how to send data."""
     if what:

@@ -27,9 +27,16 @@ def test_task_charts(sample_store, sample):
     gantt = charts.gantt(queries.gantt_frame(runs, sample[1].pipeline_run_ids[2]), "r")
     assert sorted(names(gantt)) == ["retry", "success"]
     assert all(trace.orientation == "h" for trace in gantt.data)
-    retries = charts.retries_per_day(queries.retries_per_day(sample_store, PIPELINE, TASKS, start, end))
-    assert retries.layout.barmode == "stack" and set(names(retries)) == set(TASKS)
-    assert set(names(charts.failure_rate(queries.failure_rates(runs)))) == set(TASKS)
+    both = charts.retries_and_failure_rate(queries.retries_per_day(sample_store, PIPELINE, TASKS, start, end),
+                                           queries.failure_rates(runs))
+    bars, lines = [t for t in both.data if t.type == "bar"], [t for t in both.data if t.type == "scatter"]
+    assert both.layout.barmode == "stack" and sorted(t.name for t in bars) == sorted(TASKS)
+    assert sorted(t.name for t in lines) == sorted(TASKS)
+    assert {(t.xaxis, t.yaxis) for t in bars} == {(None, None)}
+    assert {(t.xaxis, t.yaxis) for t in lines} == {("x2", "y2")}
+    # One legend entry and one colour per task, in both halves.
+    assert sorted(t.name for t in both.data if t.showlegend is not False) == sorted(TASKS)
+    assert {t.name: t.marker.color for t in bars} == {t.name: t.line.color for t in lines}
 
 
 def test_training_drift_and_store_charts(sample_store, sample):
@@ -66,8 +73,8 @@ def test_charts_built_without_validation_are_the_validated_ones(sample_store, sa
     builders = [
         lambda: charts.task_durations(*queries.task_durations(sample_store, PIPELINE, TASKS, start, end)),
         lambda: charts.gantt(queries.gantt_frame(runs, sample[1].pipeline_run_ids[2]), "r"),
-        lambda: charts.retries_per_day(queries.retries_per_day(sample_store, PIPELINE, TASKS, start, end)),
-        lambda: charts.failure_rate(queries.failure_rates(runs)),
+        lambda: charts.retries_and_failure_rate(queries.retries_per_day(sample_store, PIPELINE, TASKS, start, end),
+                                                queries.failure_rates(runs)),
         lambda: charts.training_curves(queries.training_curves(sample_store, "train.loss", RUNS), "train.loss"),
         lambda: charts.latency(stats),
         lambda: charts.serving(stats, "error_rate", "Error rate", "share", percent=True),
@@ -81,6 +88,11 @@ def test_charts_built_without_validation_are_the_validated_ones(sample_store, sa
         monkeypatch.setattr(charts, "VALIDATE", True)
         checked = build()
         monkeypatch.setattr(charts, "VALIDATE", False)
+        fast_json, checked_json = json.loads(pio.to_json(fast)), json.loads(pio.to_json(checked))
+        # Drawn once by Plotly.js when given twice: no template (null without validation, absent
+        # with it), a fixed data revision, numbers as lists rather than typed arrays.
+        assert fast_json["layout"].pop("template") is None and "template" not in checked_json["layout"]
+        assert fast_json["layout"]["datarevision"] == 1 and "bdata" not in pio.to_json(fast)
         # (the same JSON; only the order of keys within an object may differ)
-        assert checked.data and json.loads(pio.to_json(fast)) == json.loads(pio.to_json(checked))
+        assert checked.data and fast_json == checked_json
 

@@ -45,7 +45,8 @@ def test_tasks_page(monkeypatch, sample):
     url, filled = sample
     at = open_page(monkeypatch, url, "tasks", pipeline=PIPELINE, range="7d")
     found = charts(at)
-    assert set(found) == {"chart.task_durations", "chart.retries", "chart.failure_rate", "chart.gantt"}
+    assert set(found) == {"chart.task_durations", "chart.retries_failures", "chart.gantt"}
+    assert sorted(found["chart.retries_failures"]) == sorted(TASKS * 2)  # bars and failure rates
     assert {n for n in found["chart.task_durations"] if " " not in n} == set(TASKS)
     assert selectbox(at, "Pipeline").value == PIPELINE
     assert selectbox(at, "Time range").value == "7d"

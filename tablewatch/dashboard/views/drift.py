@@ -9,7 +9,7 @@ import streamlit as st
 
 from tablewatch.dashboard import charts, queries
 from tablewatch.dashboard.selection import Selection
-from tablewatch.dashboard.widgets import empty_state, keep_in_url, pick, query, run_page
+from tablewatch.dashboard.widgets import chart, empty_state, keep_in_url, pick, query, run_page
 
 
 def body(sel: Selection, start: float, end: float) -> None:
@@ -31,7 +31,7 @@ def body(sel: Selection, start: float, end: float) -> None:
                f"effect at least {queries.DRIFT_MIN_EFFECT:g}, at least {queries.DRIFT_MIN_SAMPLES} values).")
     scores = query("drift_over_time", model, tuple(features), start, end)
     if len(scores):
-        st.plotly_chart(charts.drift_scores(scores), key="chart.drift_scores", width="stretch")
+        chart(charts.drift_scores(scores), key="chart.drift_scores")
         latest = scores.sort_values("window").groupby("feature").tail(1)
         drifted = latest[latest["drifted"]]["feature"].tolist()
         if drifted:
@@ -40,7 +40,7 @@ def body(sel: Selection, start: float, end: float) -> None:
         st.info("Not enough windows in this range to compare: pick a longer one.")
     if feature:
         comparison = query("compare_distributions", model, feature, start, end)
-        st.plotly_chart(charts.distribution(comparison), key="chart.distribution", width="stretch")
+        chart(charts.distribution(comparison), key="chart.distribution")
 
 
 def _time(seconds: float) -> str:

@@ -6,7 +6,7 @@ import streamlit as st
 
 from tablewatch.dashboard import charts
 from tablewatch.dashboard.selection import Selection
-from tablewatch.dashboard.widgets import empty_state, keep_in_url, pick, query, run_page
+from tablewatch.dashboard.widgets import chart, empty_state, keep_in_url, pick, query, run_page
 
 ALL_ROUTES = "(all routes)"
 
@@ -32,14 +32,13 @@ def body(sel: Selection, start: float, end: float) -> None:
     a.metric("Requests", f"{requests:,}")
     b.metric("Errors (5xx)", f"{errors:,}", f"{errors / requests:.2%}" if requests else None, delta_color="inverse")
     c.metric("Worst p99 (s)", f"{stats['p99'].max():.3f}")
-    st.plotly_chart(charts.latency(stats), key="chart.latency", width="stretch")
+    chart(charts.latency(stats), key="chart.latency")
     left, right = st.columns(2)
     with left:
-        st.plotly_chart(charts.serving(stats, "throughput", "Throughput", "requests / s"), key="chart.throughput",
-                        width="stretch")
+        chart(charts.serving(stats, "throughput", "Throughput", "requests / s"), key="chart.throughput")
     with right:
-        st.plotly_chart(charts.serving(stats, "error_rate", "Error rate (5xx)", "share of requests", percent=True),
-                        key="chart.error_rate", width="stretch")
+        chart(charts.serving(stats, "error_rate", "Error rate (5xx)", "share of requests", percent=True),
+              key="chart.error_rate")
 
 
 run_page("Serving", body)

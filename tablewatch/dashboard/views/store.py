@@ -7,7 +7,7 @@ import streamlit as st
 
 from tablewatch.dashboard import charts, queries
 from tablewatch.dashboard.selection import Selection
-from tablewatch.dashboard.widgets import keep_in_url, query, run_page
+from tablewatch.dashboard.widgets import chart, keep_in_url, query, run_page
 
 
 def body(sel: Selection, start: float, end: float) -> None:
@@ -20,7 +20,7 @@ def body(sel: Selection, start: float, end: float) -> None:
     c.metric("Time bucket", f"{info['bucket_seconds']} s")
     skew = hotspots["skew"]
     d.metric("Skew (max/mean)", f"{skew:.2f}" if skew else "–")
-    st.plotly_chart(charts.salt_buckets(hotspots), key="chart.salt_buckets", width="stretch")
+    chart(charts.salt_buckets(hotspots), key="chart.salt_buckets")
     st.subheader("Tables, families and retention")
     st.dataframe(queries.tables_frame(info), hide_index=True, width="stretch", key="table.tables")
     st.subheader("Series per metric")

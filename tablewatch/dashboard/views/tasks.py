@@ -1,5 +1,5 @@
-"""Tasks: duration over time per task with p50/p95 bands, retries per day,
-failure rate, a Gantt chart of one pipeline run, failed attempts."""
+"""Tasks: duration over time per task with p50/p95 bands, retries per day and
+failure rate (one figure), a Gantt chart of one pipeline run, failed attempts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import streamlit as st
 
 from tablewatch.dashboard import charts, queries
 from tablewatch.dashboard.selection import Selection
-from tablewatch.dashboard.widgets import empty_state, keep_in_url, pick, query, run_page, widget_key
+from tablewatch.dashboard.widgets import chart, empty_state, keep_in_url, pick, query, run_page, widget_key
 
 ALL_TASKS = "(all tasks)"
 
@@ -41,23 +41,17 @@ def body(sel: Selection, start: float, end: float) -> None:
     # The durations chart goes on top but is made last: its query is the slowest, and the
     # browser draws the charts below meanwhile.
     top = st.container()
-    left, right = st.columns(2)
-    with right:
-        st.plotly_chart(charts.failure_rate(queries.failure_rates(runs)), key="chart.failure_rate",
-                        width="stretch")
+    retries = query("retries_per_day", pipeline, tuple(tasks), start, end)
+    chart(charts.retries_and_failure_rate(retries, queries.failure_rates(runs)), key="chart.retries_failures")
     if run_id:
         all_tasks_runs = runs if task is None else query("task_runs", pipeline, None, start, end)
-        st.plotly_chart(charts.gantt(queries.gantt_frame(all_tasks_runs, run_id), run_id), key="chart.gantt",
-                        width="stretch")
-    with left:
-        st.plotly_chart(charts.retries_per_day(query("retries_per_day", pipeline, tuple(tasks), start, end)),
-                        key="chart.retries", width="stretch")
+        chart(charts.gantt(queries.gantt_frame(all_tasks_runs, run_id), run_id), key="chart.gantt")
     with top:
         points, bands = query("task_durations", pipeline, tuple(tasks), start, end)
         # No key: the default follows the number of attempts, and a new default starts the toggle again.
         dots = st.toggle("Every attempt as a dot", value=len(points) <= charts.DOTS_BY_DEFAULT,
                          help="Many dots take the browser a while to draw; the bands summarise them.")
-        st.plotly_chart(charts.task_durations(points, bands, dots), key="chart.task_durations", width="stretch")
+        chart(charts.task_durations(points, bands, dots), key="chart.task_durations")
     st.subheader("Failed attempts")
     failed = queries.failed_attempts(runs)
     if len(failed):

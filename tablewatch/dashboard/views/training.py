@@ -7,7 +7,7 @@ import streamlit as st
 
 from tablewatch.dashboard import charts, queries
 from tablewatch.dashboard.selection import Selection
-from tablewatch.dashboard.widgets import empty_state, keep_in_url, pick, query, run_page, widget_key
+from tablewatch.dashboard.widgets import chart, empty_state, keep_in_url, pick, query, run_page, widget_key
 
 MAX_DEFAULT_RUNS = 5
 
@@ -52,7 +52,7 @@ def _curves(metrics: list[str], runs: tuple[str, ...], build, key: str) -> None:
     for i, metric in enumerate(metrics):
         with columns[i % 2]:
             frame = query("training_curves", metric, runs)
-            st.plotly_chart(build(frame, metric), key=f"{key}.{metric}", width="stretch")
+            chart(build(frame, metric), key=f"{key}.{metric}")
 
 
 run_page("Training", body)
