@@ -26,13 +26,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bench.common import Result, best_of
+from bench.common import Result, best_of, recent_midnight
 from tablewatch.store import open_store
 
 N = 1_000_000
 STREAM_CALLS = 1_000
 NAIVE_POINTS = 30_000
-T0 = 1_790_000_000.0  # 2026-09-21 UTC
+T0 = float(recent_midnight())
 INGEST_TARGET = 150_000
 
 

@@ -51,13 +51,13 @@ import lz4.frame
 import numpy as np
 import zstandard
 
-from bench.common import Result, best_of
+from bench.common import Result, best_of, recent_midnight
 from tablewatch.store import chunks, open_store
 
 SECTION = "codec"
 N = 1_000_000
 CHUNK = chunks.MAX_CHUNK_POINTS
-T0_US = 1_790_000_000_000_000  # 2026-09-21 UTC
+T0_US = recent_midnight() * 1_000_000
 DAY = 86_400.0
 
 Points = tuple[np.ndarray, np.ndarray, np.ndarray | None]
@@ -158,7 +158,7 @@ def bench_candidates() -> list[Result]:
 def _store_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``store`` section's workload: one day of 1M normal doubles with steps."""
     rng = np.random.default_rng(7)
-    return 1_790_000_000.0 + np.arange(N) * (DAY / N), rng.normal(size=N), np.arange(N)
+    return T0_US / 1e6 + np.arange(N) * (DAY / N), rng.normal(size=N), np.arange(N)
 
 
 def bench_store(tmp: Path) -> list[Result]:

@@ -48,6 +48,13 @@ def wait_ready(url: str, process: "subprocess.Popen", timeout: float = 60) -> No
         time.sleep(0.05)
 
 
+def recent_midnight(days_ago: int = 14) -> int:
+    """The UTC midnight ``days_ago`` days before now, in epoch seconds: where
+    the benches' points start, inside the stores' default retention (30 days)
+    whatever the date (a fixed date expires: reads then find nothing)."""
+    return (int(time.time()) // 86_400 - days_ago) * 86_400
+
+
 def best_of(repeat: int, fn: Callable[[], object]) -> float:
     """The fastest of ``repeat`` runs of ``fn``, in seconds."""
     best = float("inf")

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Result, free_port, wait_ready
+from bench.common import Result, free_port, recent_midnight, wait_ready
 
 SECTION = "collectors"
 BATCH = 1_000
@@ -40,7 +40,7 @@ REQUESTS = 200
 REPEAT = 3
 SINGLE_POINT_REQUESTS = 500
 TARGET = 100_000  # points/s
-T0 = 1_790_000_000.0
+T0 = float(recent_midnight())
 
 
 @contextmanager

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.common import Result, best_of
+from bench.common import Result, best_of, recent_midnight
 from tablewatch.store import open_store
 
 N = 1_000_000
-T0 = 1_790_000_000.0  # 2026-09-21 UTC
+T0 = float(recent_midnight())
 SECTION = "store (sqlite)"
 
 
