@@ -156,7 +156,9 @@ def bench_candidates() -> list[Result]:
 
 
 def _store_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``store`` section's workload: one day of 1M normal doubles with steps."""
+    """The ``store`` section's workload: one day of 1M normal doubles with steps.
+    (Written untagged by ``run``: a training run's points go to the family kept
+    forever, ``r``; these to ``p``, the one measured and expired here.)"""
     rng = np.random.default_rng(7)
     return T0_US / 1e6 + np.arange(N) * (DAY / N), rng.normal(size=N), np.arange(N)
 
@@ -175,7 +177,7 @@ def bench_store(tmp: Path) -> list[Result]:
                 chunks.MIN_PACKED_POINTS = min_packed
                 store = open_store(f"sqlite:///{tmp}/{layout}{attempt}.db")
                 start = time.perf_counter()
-                store.write_points("train.loss", {"run": "bench"}, ts, values, steps=steps)
+                store.write_points("train.loss", {"job": "bench"}, ts, values, steps=steps)
                 best[layout, "write"] = min(best[layout, "write"], time.perf_counter() - start)
                 if layout in stores:
                     stores[layout].close()
@@ -183,12 +185,13 @@ def bench_store(tmp: Path) -> list[Result]:
         for _ in range(5):
             for layout, store in stores.items():
                 start = time.perf_counter()
-                assert len(store.read_points("train.loss", {"run": "bench"})) == N
+                assert len(store.read_points("train.loss", {"job": "bench"})) == N
                 best[layout, "read"] = min(best[layout, "read"], time.perf_counter() - start)
         stored, on_disk = {}, {}
         for layout, store in stores.items():
             cells = [c[0].value for row in store._points.scan(columns=["p"]) for c in row.cells["p"].values()]
             stored[layout] = sum(map(len, cells)) / N
+            assert stored[layout] > 0, f"no {layout} cells in family p"
             store.backend._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
             on_disk[layout] = store.backend.file_bytes() / N
     finally:
@@ -220,8 +223,8 @@ def _expired_store(path: Path, old_file: bool):
     store = open_store(f"sqlite:///{path}", retention_s={"points": DAY})
     now = time.time()
     ts, values, steps = _store_data()
-    store.write_points("train.loss", {"run": "old"}, ts - ts[0] + now - 3 * DAY, values, steps=steps)
-    store.write_points("train.loss", {"run": "live"}, now - 600 + np.arange(600.0), np.arange(600.0))
+    store.write_points("train.loss", {"job": "old"}, ts - ts[0] + now - 3 * DAY, values, steps=steps)
+    store.write_points("train.loss", {"job": "live"}, now - 600 + np.arange(600.0), np.arange(600.0))
     store.backend._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return store
 
@@ -234,11 +237,11 @@ def _while_reading(path: Path, work: Callable[[], None]) -> tuple[float, float]:
 
     def reader() -> None:
         with open_store(f"sqlite:///{path}") as other:
-            other.read_points("train.loss", {"run": "live"})
+            other.read_points("train.loss", {"job": "live"})
             ready.set()
             while not done.is_set():
                 start = time.perf_counter()
-                assert len(other.read_points("train.loss", {"run": "live"})) == 600
+                assert len(other.read_points("train.loss", {"job": "live"})) == 600
                 longest[0] = max(longest[0], time.perf_counter() - start)
 
     thread = threading.Thread(target=reader)
@@ -271,7 +274,7 @@ def bench_vacuum(tmp: Path) -> list[Result]:
         idle = _while_reading(path, lambda: time.sleep(0.2))[1]  # the same reader with nothing else running
         took, longest = _while_reading(path, work)
         after = store.backend.file_bytes()
-        assert len(store.read_points("train.loss", {"run": "live"})) == 600
+        assert len(store.read_points("train.loss", {"job": "live"})) == 600
         store.close()
         shrinks = not old_file or vacuum
         results.append(Result(
