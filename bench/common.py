@@ -31,20 +31,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, process: "subprocess.Popen", timeout: float = 60) -> None:
-    """Wait until ``url``/readyz answers 200; RuntimeError if ``process``
-    exits first or ``timeout`` seconds pass."""
+def wait_ready(url: str, process: "subprocess.Popen", timeout: float = 60, path: str = "/readyz") -> None:
+    """Wait until ``url`` + ``path`` answers 200 (``/_stcore/health`` for the
+    dashboard); RuntimeError if ``process`` exits first or ``timeout`` seconds pass."""
     import httpx
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(url + "/readyz").status_code == 200:
+            if httpx.get(url + path).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("tablewatch server did not start")
+            raise RuntimeError(f"the server at {url} did not start")
         time.sleep(0.05)
 
 

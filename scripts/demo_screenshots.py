@@ -12,13 +12,13 @@ page has stopped running. Run it after a change to how the pages look:
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository's bench helpers
+from bench.common import free_port, wait_ready  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 PAGES = {  # file name -> (the page and its selection, as the README's table shows them; its Plotly charts)
@@ -27,7 +27,6 @@ PAGES = {  # file name -> (the page and its selection, as the README's table sho
     "demo-training.png": ("/training?model=ranker", 2),
     "demo-alerts.png": ("/alerts", 0),
 }
-START_TIMEOUT_S = 60
 DRAWN_TIMEOUT_MS = 60_000
 # The page's title shown, at least `charts` Plotly charts all drawn, and Streamlit no longer running the script.
 DRAWN_JS = """charts => {
@@ -36,27 +35,6 @@ DRAWN_JS = """charts => {
     return document.querySelector('h1') !== null && plots.length >= charts
         && plots.every(p => p.data && p.querySelector('.main-svg')) && !running;
 }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(base: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if process.poll() is not None:
-            break
-        time.sleep(0.2)
-    raise SystemExit(f"the dashboard did not start on {base}")
 
 
 def main() -> None:
@@ -71,12 +49,12 @@ def main() -> None:
         store = f"sqlite:///{tmp}/demo.db"
         subprocess.run([sys.executable, "-m", "tablewatch.cli", "demo", "--store", store, "--no-serve"], check=True,
                        stdout=subprocess.DEVNULL)
-        port = _free_port()
+        port = free_port()
         dashboard = subprocess.Popen([sys.executable, "-m", "tablewatch.cli", "dashboard", "--store", store,
                                       "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}"
-            _wait_healthy(base, dashboard)
+            wait_ready(base, dashboard, path="/_stcore/health")
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
