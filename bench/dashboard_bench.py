@@ -24,12 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import Result, best_of, free_port
+from bench.common import Result, best_of, free_port, wait_ready
 from tablewatch.dashboard import queries
 from tablewatch.store import open_store
 
@@ -146,15 +145,7 @@ def browser(url: str, now: float) -> list[Result]:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the dashboard did not start") from None
-                time.sleep(0.2)
+        wait_ready(base, server, path="/_stcore/health")
         pages = {
             "Tasks page, 20 tasks (3 charts)": (f"/tasks?pipeline={PIPELINE}", 3),
             "Training page, 5 runs (2 charts)": (f"/training?model={MODEL}", 2),

@@ -208,7 +208,7 @@ def backend_results() -> list[Result]:
 
 
 def _bytes_per_point(store: Store, hour_start: float) -> float:
-    key = store.codec.point_key(store._resolve("gpu.util", {"host": "h"})[2], int(hour_start) // store.codec.bucket_seconds)
+    key = store.codec.point_key(store.series_ref("gpu.util", {"host": "h"})[2], int(hour_start) // store.codec.bucket_seconds)
     row = store.backend.table("tw_points").read_rows([key])[0]
     from tablewatch.store import chunks
 
@@ -296,7 +296,7 @@ def _add_history(store: Store, n: int, first_day: int, last_day: int) -> None:
     for start in range(0, n, 1000):
         rows = []
         for b in fleet[start:start + 1000]:
-            metric, _, sid = store._resolve(b["metric"], b["tags"])
+            metric, _, sid = store.series_ref(b["metric"], b["tags"])
             cells = [SetCell("days", _DAY.pack(day0 + d), b"", (day0 + d + 1) * DAY_S * 1000 - 1)
                      for d in range(first_day, last_day)]
             rows.append(RowMutation(store._series_row_key(metric, sid), cells))

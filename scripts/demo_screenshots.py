@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository's bench helpers
 from bench.common import free_port, wait_ready  # noqa: E402
+from bench.dashboard_bench import CHARTS_DRAWN_JS, CHROMIUM  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
 PAGES = {  # file name -> (the page and its selection, as the README's table shows them; its Plotly charts)
     "demo-tasks.png": ("/tasks?pipeline=nightly-etl&task=extract&range=7d", 3),
     "demo-drift.png": ("/drift?model=ranker&feature=age&range=7d", 2),
@@ -28,13 +28,6 @@ PAGES = {  # file name -> (the page and its selection, as the README's table sho
     "demo-alerts.png": ("/alerts", 0),
 }
 DRAWN_TIMEOUT_MS = 60_000
-# The page's title shown, at least `charts` Plotly charts all drawn, and Streamlit no longer running the script.
-DRAWN_JS = """charts => {
-    const plots = [...document.querySelectorAll('.js-plotly-plot')];
-    const running = document.querySelector('[data-testid="stStatusWidget"]');
-    return document.querySelector('h1') !== null && plots.length >= charts
-        && plots.every(p => p.data && p.querySelector('.main-svg')) && !running;
-}"""
 
 
 def main() -> None:
@@ -60,7 +53,8 @@ def main() -> None:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 for name, (path, charts) in PAGES.items():
                     page.goto(base + path)
-                    page.wait_for_function(DRAWN_JS, arg=charts, timeout=DRAWN_TIMEOUT_MS)
+                    page.wait_for_selector("h1", timeout=DRAWN_TIMEOUT_MS)  # the script has started
+                    page.wait_for_function(CHARTS_DRAWN_JS, arg=charts, timeout=DRAWN_TIMEOUT_MS)
                     page.wait_for_timeout(500)  # the last chart's transition
                     page.screenshot(path=str(out / name), full_page=True)
                     print(f"{out / name}: {path}")

@@ -560,7 +560,7 @@ class SQLiteTable(ScanByRanges):
             part = slice(start, start + per_statement)
             connection.execute(sql, {
                 "keys": keys[part].blob, "family": cells.families[0], "qualifiers": qualifiers[part].blob,
-                "values": values[part].blob, "timestamps": json.dumps(list(cells.timestamps_ms[part])),
+                "values": values[part].blob, "timestamps": json.dumps(cells.timestamps_ms[part]),
             })
 
     def check_and_set(

@@ -287,9 +287,6 @@ class Store:
 
     # -- series ---------------------------------------------------------------------
 
-    def _resolve(self, metric: str, tags: Mapping[str, str] | None) -> pointbatch.SeriesRef:
-        return self.series_ref(metric, tags)
-
     def series_ref(self, metric: str, tags: Mapping[str, str] | None = None) -> pointbatch.SeriesRef:
         """The series ``metric`` with ``tags``, checked (raises ValidationError
         naming the field): a writer that keeps it passes it to
@@ -358,7 +355,7 @@ class Store:
     def _check_series_exists(self, metric: str, tags: Mapping[str, str] | None) -> None:
         """Raise :class:`SeriesNotFound` when no series is ``metric`` with exactly
         ``tags`` but some are with more tags."""
-        metric, clean, sid = self._resolve(metric, tags)
+        metric, clean, sid = self.series_ref(metric, tags)
         if self._index.read_rows([self._series_row_key(metric, sid)], columns=[("meta", b"json")]):
             return
         candidates = self.find_series(metric, clean)
@@ -371,7 +368,7 @@ class Store:
 
     def series_days(self, metric: str, tags: Mapping[str, str] | None = None) -> list[int]:
         """Day indexes (days since the epoch, UTC) on which the series has points."""
-        metric, _, sid = self._resolve(metric, tags)
+        metric, _, sid = self.series_ref(metric, tags)
         return self._days.days(self._series_row_key(metric, sid), POINT_DAYS)
 
     # -- points ---------------------------------------------------------------------------
@@ -600,7 +597,7 @@ class Store:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Like :meth:`read_points`, as numpy arrays (ts in int64 µs, values,
         steps with ``chunks.NO_STEP`` where a point has none)."""
-        return self._read_arrays_of([self._resolve(metric, tags)], start, end)[0]
+        return self._read_arrays_of([self.series_ref(metric, tags)], start, end)[0]
 
     def read_arrays_many(
         self, series: Sequence[Series], start: Any = None, end: Any = None
@@ -609,7 +606,7 @@ class Store:
         tags exact), in the order given, with one read of their day index rows,
         one of their points (a key range per salt bucket a series' time range
         touches, rather than a key per bucket) and one decoding of their chunks."""
-        return self._read_arrays_of([self._resolve(s.metric, s.tags) for s in series], start, end)
+        return self._read_arrays_of([self.series_ref(s.metric, s.tags) for s in series], start, end)
 
     def _read_arrays_of(
         self, resolved: Sequence[tuple[str, dict[str, str], bytes]], start: Any, end: Any
